@@ -1,0 +1,1 @@
+"""Stage logic for the mlcycle lifecycle: plain functions over paths and values."""

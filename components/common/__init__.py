@@ -1,0 +1,1 @@
+"""Settings, errors and I/O shared by every stage."""

@@ -1,0 +1,1 @@
+"""Holdout metrics and plots."""

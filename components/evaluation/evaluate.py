@@ -1,0 +1,78 @@
+"""Holdout metrics for a trained bundle, plus the plots a person would rather look at."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from components.training.model import Classifier
+
+
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray,
+                           classes: list[str]) -> dict[str, Any]:
+    """``y_true`` holds class indices into ``classes``; ``proba`` one column per class."""
+    y_pred = proba.argmax(axis=1)
+    labels = list(range(len(classes)))
+    out: dict[str, Any] = {
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "f1_macro": float(skm.f1_score(y_true, y_pred, average="macro", labels=labels,
+                                       zero_division=0)),
+        "precision_macro": float(skm.precision_score(y_true, y_pred, average="macro",
+                                                     labels=labels, zero_division=0)),
+        "recall_macro": float(skm.recall_score(y_true, y_pred, average="macro", labels=labels,
+                                               zero_division=0)),
+        "log_loss": float(skm.log_loss(y_true, np.clip(proba, 1e-7, 1), labels=labels)),
+        "n": len(y_true),
+    }
+    present = np.unique(y_true)
+    if len(present) == len(classes) and len(classes) >= 2:
+        if len(classes) == 2:
+            out["roc_auc"] = float(skm.roc_auc_score(y_true, proba[:, 1]))
+        else:
+            out["roc_auc"] = float(skm.roc_auc_score(y_true, proba, multi_class="ovr",
+                                                     average="macro", labels=labels))
+    per_class = skm.f1_score(y_true, y_pred, average=None, labels=labels, zero_division=0)
+    out["f1_per_class"] = {c: float(v) for c, v in zip(classes, per_class, strict=True)}
+    out["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    out["classes"] = classes
+    return out
+
+
+def evaluate_bundle(clf: Classifier, test: pd.DataFrame, out_dir: Path) -> dict[str, Any]:
+    """Score the test split; writes ``metrics.json`` and ``confusion_matrix.png``."""
+    index = {c: i for i, c in enumerate(clf.classes)}
+    y_true = test[clf.schema.target].astype(str).map(index).to_numpy()
+    result = classification_metrics(y_true, clf.predict_proba(test), clf.classes)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    plot_confusion(np.asarray(result["confusion_matrix"]), clf.classes,
+                   out_dir / "confusion_matrix.png")
+    return result
+
+
+def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = max(4.0, 0.6 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    limit = matrix.max() / 2 if matrix.size else 0
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, str(value), ha="center", va="center",
+                color="white" if value > limit else "black")
+    ax.set_title("Confusion matrix (test split)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""Drift: Evidently reports of current data against the training reference."""

@@ -1,0 +1,1 @@
+"""MLflow registration, lineage tags and the champion/challenger gate."""

@@ -1,0 +1,1 @@
+"""Deployment of the champion as a BentoML endpoint."""

@@ -1,0 +1,154 @@
+"""Local deployment: ``bentoml serve`` in the background, its URL and pid on record.
+
+The endpoint outlives the pipeline run, as local deployers' do; ``mlcycle status`` reads
+the record and ``mlcycle serve --stop`` ends it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from importlib.util import find_spec
+from pathlib import Path
+
+import httpx
+
+from components.common.errors import UserError
+
+SERVICE = "services.inference.service:Classifier"
+
+
+@dataclass
+class Endpoint:
+    url: str
+    pid: int
+    model_uri: str
+    log: str
+    started_at: float
+
+
+def record_path(workdir: Path) -> Path:
+    return workdir / "endpoint.json"
+
+
+def read_endpoint(workdir: Path) -> Endpoint | None:
+    path = record_path(workdir)
+    if not path.is_file():
+        return None
+    return Endpoint(**json.loads(path.read_text()))
+
+
+def is_ready(url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_endpoint(workdir: Path, timeout: float = 20.0) -> Endpoint | None:
+    """Stop the recorded endpoint's whole process group; returns what was stopped."""
+    endpoint = read_endpoint(workdir)
+    if endpoint is None:
+        return None
+    if _pid_alive(endpoint.pid):
+        try:
+            os.killpg(endpoint.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while _pid_alive(endpoint.pid) and time.monotonic() < deadline:
+            _reap(endpoint.pid)
+            time.sleep(0.2)
+        if _pid_alive(endpoint.pid):
+            try:
+                os.killpg(endpoint.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    record_path(workdir).unlink(missing_ok=True)
+    return endpoint
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_port(host: str, preferred: int, tries: int = 50) -> int:
+    """The preferred port, or the next free one above it."""
+    for port in range(preferred, min(preferred + tries, 65536)):
+        if _port_free(host, port):
+            return port
+    raise UserError(f"no free port in {preferred}..{preferred + tries - 1} on {host}; "
+                    "set serving.port")
+
+
+def serve_command(host: str, port: int) -> list[str]:
+    spec = find_spec("services")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the mlcycle 'services' package is not installed")
+    working_dir = Path(next(iter(spec.submodule_search_locations))).parent
+    return [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", host,
+            "--port", str(port), "--working-dir", str(working_dir)]
+
+
+def serve_env(model_uri: str, tracking_uri: str) -> dict[str, str]:
+    return {**os.environ, "MLCYCLE_MODEL_URI": model_uri, "MLFLOW_TRACKING_URI": tracking_uri,
+            "BENTOML_DO_NOT_TRACK": "True"}
+
+
+def start_endpoint(workdir: Path, model_uri: str, tracking_uri: str, host: str, port: int,
+                   timeout_s: float) -> Endpoint:
+    """Replace any recorded endpoint with one serving ``model_uri``; wait until it is ready."""
+    stop_endpoint(workdir)
+    port = pick_port(host, port)
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "logs" / "endpoint.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            serve_command(host, port), env=serve_env(model_uri, tracking_uri),
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # outlives this process; stopped as a group
+        )
+    url_host = f"[{host}]" if ":" in host else host
+    endpoint = Endpoint(url=f"http://{url_host}:{port}", pid=proc.pid, model_uri=model_uri,
+                        log=str(log_path.resolve()), started_at=time.time())
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+            raise RuntimeError(f"endpoint exited with {proc.returncode}: " + " | ".join(tail))
+        if is_ready(endpoint.url):
+            record_path(workdir).write_text(json.dumps(asdict(endpoint), indent=2))
+            return endpoint
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGTERM)
+    raise RuntimeError(f"endpoint not ready after {timeout_s:.0f}s; see {log_path}")

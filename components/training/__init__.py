@@ -1,0 +1,1 @@
+"""Training: the plain-torch step loop, the model, and its Ray Train wrapper."""

@@ -1,0 +1,189 @@
+"""Ray Train (v2) around the plain-torch loop: DDP workers, checkpoints, MLflow from rank 0."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from components.training.loop import (
+    EarlyStopping,
+    LoopParams,
+    evaluate,
+    make_loader,
+    make_optimizer,
+    seed_everything,
+    train_epoch,
+)
+from components.training.model import ModelSpec, build_mlp
+
+
+@dataclass
+class Scaling:
+    """Where training runs: decided by the caller, not the loop."""
+
+    workers: int = 1
+    cpus_per_worker: int = 1
+    use_gpu: bool = False
+
+
+@dataclass
+class TrainOutcome:
+    state_dict: dict[str, torch.Tensor]
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+
+
+def save_features(path: Path, train: tuple[np.ndarray, np.ndarray],
+                  val: tuple[np.ndarray, np.ndarray]) -> None:
+    """Featurize once in the driver; every worker memory-maps the same file."""
+    np.savez(path, x_train=train[0], y_train=train[1], x_val=val[0], y_val=val[1])
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Runs on each Ray Train worker; every rank reports each epoch (a barrier in v2)."""
+    import ray.train
+    import ray.train.torch
+
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    params = LoopParams(**config["loop"])
+    spec = ModelSpec(**config["spec"])
+    seed_everything(params.seed)
+    data = np.load(config["features_path"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    train_loader = ray.train.torch.prepare_data_loader(
+        make_loader(data["x_train"], data["y_train"], params.batch_size, True, params.seed))
+    val_loader = ray.train.torch.prepare_data_loader(
+        make_loader(data["x_val"], data["y_val"], 1024, False))
+    model = ray.train.torch.prepare_model(build_mlp(spec))
+    optimizer = make_optimizer(model, params)
+    device = ray.train.torch.get_device()
+    stopper = EarlyStopping(params.patience)
+    start = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as ckpt_dir:
+            state = torch.load(Path(ckpt_dir) / "state.pt", map_location=device,
+                               weights_only=False)
+        _unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        stopper = EarlyStopping(**state["stopper"])
+        start = state["epoch"] + 1
+    logger = _MlflowLogger(config.get("mlflow"), rank)
+    logger.params({**config["loop"], **config["spec"], "workers": world})
+    every = max(1, int(config.get("checkpoint_every", 1)))
+    for epoch in range(start, params.epochs):
+        sampler = getattr(train_loader, "sampler", None)
+        if world > 1 and hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        metrics = {"train_loss": train_epoch(model, train_loader, optimizer, device),
+                   **evaluate(model, val_loader, device)}
+        improved = stopper.step(epoch, metrics["val_loss"])
+        metrics |= {"epoch": epoch, "best_val_loss": stopper.best}
+        logger.metrics(metrics, epoch)
+        stop = stopper.should_stop or epoch == params.epochs - 1
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if rank == 0 and (improved or stop or epoch % every == 0):
+                torch.save({"model": _unwrap(model).state_dict(),
+                            "optimizer": optimizer.state_dict(), "epoch": epoch,
+                            "stopper": asdict(stopper), "improved": improved},
+                           Path(tmp) / "state.pt")
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=ckpt)
+        if stopper.should_stop:
+            break
+    logger.close()
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+class _MlflowLogger:
+    """Rank 0 logs params and per-epoch metrics in batches to its MLflow run."""
+
+    def __init__(self, target: dict[str, str] | None, rank: int) -> None:
+        self.client = None
+        if target and rank == 0:
+            import mlflow
+
+            mlflow.set_tracking_uri(target["tracking_uri"])
+            self.client = mlflow.MlflowClient()
+            self.run_id = target["run_id"]
+
+    def params(self, params: dict[str, Any]) -> None:
+        if self.client:
+            from mlflow.entities import Param
+
+            self.client.log_batch(self.run_id,
+                                  params=[Param(k, str(v)) for k, v in params.items()])
+
+    def metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self.client:
+            from mlflow.entities import Metric
+
+            now = int(1000 * __import__("time").time())
+            self.client.log_batch(self.run_id, metrics=[
+                Metric(k, float(v), now, step) for k, v in metrics.items() if k != "epoch"])
+
+    def close(self) -> None:
+        if self.client:
+            self.client.set_terminated(self.run_id)
+
+
+def make_trainer(config: dict[str, Any], scaling: Scaling, storage: str, name: str,
+                 max_failures: int = 0, callbacks: list[Any] | None = None) -> Any:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={**config, "threads": scaling.cpus_per_worker},
+        scaling_config=ScalingConfig(
+            num_workers=scaling.workers, use_gpu=scaling.use_gpu,
+            resources_per_worker={"CPU": scaling.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            storage_path=storage, name=name,
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute="val_loss",
+                checkpoint_score_order="min"),
+            callbacks=callbacks or [],
+        ),
+    )
+
+
+def run_training(config: dict[str, Any], scaling: Scaling, storage: str, name: str,
+                 max_failures: int = 0) -> TrainOutcome:
+    """Fit under Ray Train and return the best (lowest validation loss) weights."""
+    trainer = make_trainer(config, scaling, storage, name, max_failures)
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    best = result.get_best_checkpoint("val_loss", "min") or result.checkpoint
+    if best is None:
+        raise RuntimeError("training finished without a checkpoint")
+    with best.as_directory() as ckpt_dir:
+        state = torch.load(Path(ckpt_dir) / "state.pt", map_location="cpu", weights_only=False)
+    history = [dict(m) for m in (result.metrics_dataframe.to_dict("records")
+                                 if result.metrics_dataframe is not None else [])]
+    return TrainOutcome(state_dict=state["model"], metrics=dict(result.metrics or {}),
+                        history=history)
+
+
+def scaling_for(workers: int, cpus_per_worker: int, use_gpu: bool | str) -> Scaling:
+    """``use_gpu: auto`` means: use GPUs when the Ray cluster has any."""
+    import ray
+
+    resources = ray.cluster_resources()
+    gpu = resources.get("GPU", 0) > 0 if use_gpu == "auto" else bool(use_gpu)
+    cpus = int(resources.get("CPU", 1))
+    return Scaling(workers=max(1, min(workers, cpus // cpus_per_worker)),
+                   cpus_per_worker=min(cpus_per_worker, cpus), use_gpu=gpu)

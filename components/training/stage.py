@@ -1,0 +1,54 @@
+"""``train_model`` as one call: featurize, fit under Ray Train, save the bundle."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from components.common import tracking
+from components.common.compute import ray_session
+from components.common.settings import Settings
+from components.training.loop import LoopParams
+from components.training.model import ModelSpec, load_features, save_bundle
+from components.training.ray_train import run_training, save_features, scaling_for
+
+TUNABLE = ("lr", "hidden", "depth", "dropout", "weight_decay", "batch_size")
+
+
+def trial_config(settings: Settings, overrides: dict[str, Any], n_features: int,
+                 n_classes: int, features_path: Path, epochs: int | None = None
+                 ) -> dict[str, Any]:
+    """The train-loop config for given hyperparameters; the one place defaults meet overrides."""
+    values = {**settings.train.model_dump(), **{k: v for k, v in overrides.items()
+                                                 if k in TUNABLE}}
+    loop = LoopParams(epochs=epochs or values["epochs"], batch_size=int(values["batch_size"]),
+                      lr=float(values["lr"]), weight_decay=float(values["weight_decay"]),
+                      patience=values["patience"], seed=values["seed"])
+    spec = ModelSpec(n_features=n_features, n_classes=n_classes, hidden=int(values["hidden"]),
+                     depth=int(values["depth"]), dropout=float(values["dropout"]))
+    return {"loop": asdict(loop), "spec": asdict(spec), "features_path": str(features_path)}
+
+
+def run_train(settings: Settings, mlflow_run_id: str, best_params: dict[str, Any],
+              train: Path, val: Path, transform_dir: Path, out_dir: Path) -> dict[str, Any]:
+    schema, ((x_tr, y_tr), (x_va, y_va)) = load_features(transform_dir, train, val)
+    run_id = tracking.create_child_run(settings, mlflow_run_id, "train")
+    with tempfile.TemporaryDirectory() as tmp:
+        features = Path(tmp) / "features.npz"
+        save_features(features, (x_tr, y_tr), (x_va, y_va))
+        config = trial_config(settings, best_params, x_tr.shape[1], len(schema.classes),
+                              features)
+        config["mlflow"] = {"tracking_uri": settings.tracking_uri, "run_id": run_id}
+        with ray_session(settings):
+            scaling = scaling_for(settings.train.workers, settings.train.cpus_per_worker,
+                                  settings.train.use_gpu)
+            outcome = run_training(config, scaling, settings.ray_storage,
+                                   name=f"train-{run_id}", max_failures=settings.train.max_failures)
+    spec = ModelSpec(**config["spec"])
+    save_bundle(out_dir, outcome.state_dict, spec, transform_dir,
+                extra={"loop": config["loop"], "scaling": asdict(scaling),
+                       "mlflow_run_id": run_id})
+    return {"best_val_loss": outcome.metrics.get("best_val_loss"),
+            "epochs": int(outcome.metrics.get("epoch", 0)) + 1, "mlflow_run_id": run_id}

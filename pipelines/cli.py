@@ -1,0 +1,335 @@
+"""The ``mlcycle`` command line: run the lifecycle, serve, predict, compile, inspect."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from components.common.errors import UserError
+from components.common.settings import Settings, load_settings
+
+DEFAULT_CONFIG = Path("examples/support_tickets.yaml")
+
+app = typer.Typer(help="mlcycle: raw data to a monitored endpoint, as one KFP pipeline.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Scenario data.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect settings.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(config_app, name="config")
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", "-c", help="YAML config; examples/support_tickets.yaml when omitted.")]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _settings(config: Path | None) -> Settings:
+    path = config or DEFAULT_CONFIG
+    if config is None and not path.is_file():
+        raise UserError(f"no --config given and {DEFAULT_CONFIG} not found here")
+    return load_settings(path)
+
+
+def _ensure_generated(settings: Settings) -> None:
+    gen = settings.data.generate
+    if gen is None or (gen.out / "manifest.json").is_file():
+        return
+    from components.data.generate import generate
+
+    console.print(f"Generating the scenario data in {gen.out} ({gen.rows} rows, seed {gen.seed})")
+    generate(gen.out, gen.rows, gen.seed)
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    summary_json: Annotated[Path | None, typer.Option(
+        help="Also write the run summary as JSON here.")] = None,
+) -> None:
+    """Run the whole lifecycle locally under kfp.local and print a summary."""
+    from components.data.prepare import check_sources
+    from pipelines.runner import run_local, write_summary
+
+    try:
+        settings = _settings(config)
+        _ensure_generated(settings)
+        check_sources(settings.data, settings.monitoring.current)
+    except UserError as exc:
+        raise _fail(str(exc)) from None
+    from pipelines.runner import STAGES
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description:<16}"), BarColumn(),
+                  TextColumn("{task.fields[state]}"), TimeElapsedColumn(),
+                  console=console) as progress:
+        tasks = {s: progress.add_task(s, total=1, start=False, state="waiting") for s in STAGES}
+
+        def on_event(stage: str, state: str) -> None:
+            task = tasks.get(stage)
+            if task is None:
+                return
+            if state == "running":
+                progress.start_task(task)
+                progress.update(task, state="running")
+            else:
+                progress.update(task, completed=1, state="done" if state == "SUCCESS"
+                                else f"[red]{state.lower()}")
+                progress.stop_task(task)
+
+        result = run_local(settings, on_event)
+    summary = result.summary
+    write_summary(summary, summary_json, settings.workdir / "last_run.json")
+    _print_summary(summary)
+    if summary["status"] != "ok":
+        raise _fail(f"{summary['error']} (stage {summary['failed_stage']}, log {result.log})",
+                    code=1)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title=f"mlcycle run {summary.get('pipeline_run')}: {summary['status']}",
+                  show_header=False, title_justify="left")
+    rows = summary["rows"]
+    if rows.get("input") is not None:
+        table.add_row("rows", f"{rows['input']} in, {rows['clean']} clean, "
+                              f"{rows['quarantined']} quarantined")
+    if summary["metrics"]:
+        table.add_row("metrics", ", ".join(f"{k} {v:.3f}" for k, v in summary["metrics"].items()))
+    model = summary["model"]
+    if model.get("version"):
+        table.add_row("model", f"{model['name']} v{model['version']} ({model['alias']}): "
+                               f"{summary.get('gate')}")
+    if summary.get("endpoint"):
+        table.add_row("endpoint", summary["endpoint"])
+    drift = summary["drift"]
+    if drift.get("dataset_drift") is not None:
+        table.add_row("drift", f"{'DRIFT' if drift['dataset_drift'] else 'no drift'} "
+                               f"({drift['drifted_share']:.0%} of columns drifted)")
+    for key, value in summary["artifacts"].items():
+        table.add_row(key, str(value))
+    table.add_row("time", f"{summary['duration_s']:.0f} s")
+    console.print(table)
+
+
+@app.command()
+def compile(  # noqa: A001 - the verb users type
+    out: Annotated[Path, typer.Option(help="Folder for the pipelines' IR YAML.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Write every pipeline as IR YAML, ready to upload in the Kubeflow UI."""
+    from kfp import compiler
+
+    from pipelines.lifecycle import PIPELINES
+
+    params: dict[str, Any] = {}
+    if config is not None:
+        try:
+            params["config_json"] = load_settings(config).to_json()
+        except UserError as exc:
+            raise _fail(str(exc)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    for name, pipeline in PIPELINES.items():
+        path = out / f"{name}.yaml"
+        compiler.Compiler().compile(pipeline, str(path), pipeline_parameters=params or None)
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def status(config: ConfigOpt = None) -> None:
+    """Show the last run, the champion and the local endpoint."""
+    from components.serving.deploy import is_ready, read_endpoint
+    from pipelines.runner import last_summary
+
+    try:
+        settings = _settings(config)
+        last = last_summary(settings)
+    except UserError as exc:
+        raise _fail(str(exc)) from None
+    table = Table(show_header=False)
+    if last:
+        table.add_row("last run", f"{last.get('pipeline_run')}: {last['status']}")
+        if last.get("metrics"):
+            table.add_row("metrics", ", ".join(f"{k} {v:.3f}" for k, v in last["metrics"].items()))
+    else:
+        table.add_row("last run", "none yet: mlcycle run")
+    table.add_row("champion", _champion(settings) or "none registered")
+    endpoint = read_endpoint(settings.workdir)
+    if endpoint:
+        state = "up" if is_ready(endpoint.url) else "not answering"
+        table.add_row("endpoint", f"{endpoint.url} ({state}, pid {endpoint.pid}, "
+                                  f"{endpoint.model_uri})")
+        table.add_row("endpoint log", endpoint.log)
+    else:
+        table.add_row("endpoint", "not running")
+    console.print(table)
+
+
+def _champion(settings: Settings) -> str | None:
+    if not settings.registry.tracking_uri and not (settings.workdir / "mlflow.db").is_file():
+        return None
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(settings.registry.model_name, "champion")
+    except MlflowException:
+        return None
+    return f"models:/{settings.registry.model_name}@champion = v{version.version}"
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    port: Annotated[int | None, typer.Option(help="Port; serving.port when omitted.")] = None,
+    stop: Annotated[bool, typer.Option("--stop", help="Stop the background endpoint.")] = False,
+) -> None:
+    """Serve the champion in the foreground (Ctrl-C stops), or stop the background one."""
+    import subprocess
+
+    from components.serving.deploy import serve_command, serve_env, stop_endpoint
+
+    try:
+        settings = _settings(config)
+    except UserError as exc:
+        raise _fail(str(exc)) from None
+    if stop:
+        stopped = stop_endpoint(settings.workdir)
+        console.print(f"stopped {stopped.url} (pid {stopped.pid})" if stopped
+                      else "no endpoint was running")
+        return
+    if _champion(settings) is None:
+        raise _fail(f"no champion for {settings.registry.model_name!r} yet; run mlcycle run first")
+    uri = f"models:/{settings.registry.model_name}@champion"
+    port = port or settings.serving.port
+    console.print(f"serving {uri} on http://{settings.serving.host}:{port} (Ctrl-C stops)")
+    try:
+        code = subprocess.call(serve_command(settings.serving.host, port),
+                               env=serve_env(uri, settings.tracking_uri))
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise UserError(f"input file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        try:
+            payload = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: not valid JSON (line {exc.lineno})") from None
+        rows = payload.get("rows") if isinstance(payload, dict) else payload
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise UserError(f'{path}: expected {{"rows": [{{...}}, ...]}} or a list of objects')
+        return rows
+    import pandas as pd
+
+    readers = {".csv": pd.read_csv, ".parquet": pd.read_parquet,
+               ".jsonl": lambda p: pd.read_json(p, lines=True)}
+    if suffix not in readers:
+        raise UserError(f"{path}: use .json, .jsonl, .csv or .parquet")
+    frame = readers[suffix](path)
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+            for r in frame.to_dict("records")]
+
+
+@app.command()
+def predict(
+    input: Annotated[Path, typer.Option("--input", "-i", help=(  # noqa: A002
+        'Rows to score: JSON ({"rows": [...]}), JSONL, CSV or Parquet.'))],
+    endpoint: Annotated[str | None, typer.Option(
+        help="Endpoint URL; the local endpoint on record when omitted.")] = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON response.")] = False,
+) -> None:
+    """Send rows to a running endpoint and print its predictions."""
+    import httpx
+
+    from components.serving.deploy import read_endpoint
+
+    try:
+        rows = _read_rows(input)
+        if endpoint is None:
+            record = read_endpoint(_settings(config).workdir)
+            if record is None:
+                raise UserError("no --endpoint given and no local endpoint is running")
+            endpoint = record.url
+    except UserError as exc:
+        raise _fail(str(exc)) from None
+    url = endpoint.rstrip("/") + "/predict"
+    try:
+        response = httpx.post(url, json={"rows": rows}, timeout=60)
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach {url}: {exc}", code=1) from None
+    if response.status_code != 200:
+        raise _fail(f"{url} answered {response.status_code}: {_error_text(response)}", code=1)
+    body = response.json()
+    if as_json:
+        console.print_json(data=body)
+        return
+    table = Table(title=f"{len(body['predictions'])} predictions from "
+                        f"{body.get('model_uri')} v{body.get('model_version')}")
+    table.add_column("#", justify="right")
+    table.add_column("label")
+    table.add_column("probability", justify="right")
+    for i, pred in enumerate(body["predictions"]):
+        table.add_row(str(i), str(pred["label"]), f"{max(pred['probabilities'].values()):.3f}")
+    console.print(table)
+
+
+def _error_text(response: Any) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return str(response.text[:300])
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        body = body[0]
+    if isinstance(body, dict):
+        return str(body.get("error") or body.get("detail") or body)
+    return str(body)
+
+
+@data_app.command("generate")
+def data_generate(
+    out: Annotated[Path, typer.Option(help="Folder for the sources and manifest.json.")],
+    rows: Annotated[int, typer.Option(min=100, help="Ticket rows.")] = 4000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+) -> None:
+    """Write the support-ticket scenario: CSV, SQLite and Parquet sources plus a manifest."""
+    from components.data.generate import generate
+
+    started = time.perf_counter()
+    manifest = generate(out, rows, seed)
+    console.print(f"wrote {out} in {time.perf_counter() - started:.1f}s: {manifest.rows} rows, "
+                  f"Bayes-optimal accuracy {manifest.bayes_accuracy}")
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None) -> None:
+    """Print the resolved settings (YAML + environment + defaults) as JSON."""
+    try:
+        console.print_json(_settings(config).to_json())
+    except UserError as exc:
+        raise _fail(str(exc)) from None
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""The lifecycle as one KFP pipeline: data to a served, drift-checked champion."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+
+from components.data.component import prepare_data
+from components.evaluation.component import evaluate_model
+from components.monitoring.component import check_drift
+from components.registry.component import register_model
+from components.serving.component import deploy_model
+from components.training.component import train_model
+from components.tuning.component import tune_model
+
+PIPELINE_NAME = "mlcycle-lifecycle"
+
+
+class LifecycleOutputs(NamedTuple):
+    rows: str
+    tuning: str
+    metrics: str
+    model: str
+    endpoint: str
+    drift: str
+
+
+@dsl.pipeline(name=PIPELINE_NAME, description="Prepare, tune, train, evaluate, register, "
+              "deploy and drift-check a model from raw multi-source data.")
+def lifecycle(config_json: str) -> LifecycleOutputs:  # type: ignore[return]
+    """Run every stage once.
+
+    Args:
+        config_json: The resolved mlcycle settings as JSON (``mlcycle config show``).
+    """
+    run = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
+    data = prepare_data(config_json=config_json, pipeline_run=run)
+    parent = data.outputs["mlflow_run_id"]
+    tuned = tune_model(config_json=config_json, mlflow_run_id=parent,
+                       train=data.outputs["train"], val=data.outputs["val"],
+                       transform=data.outputs["transform"])
+    trained = train_model(config_json=config_json, mlflow_run_id=parent,
+                          best_json=tuned.output, train=data.outputs["train"],
+                          val=data.outputs["val"], transform=data.outputs["transform"])
+    evaluated = evaluate_model(config_json=config_json, mlflow_run_id=parent,
+                               model=trained.outputs["model"], test=data.outputs["test"])
+    registered = register_model(config_json=config_json, mlflow_run_id=parent,
+                                pipeline_run=run, fingerprint=data.outputs["fingerprint"],
+                                metrics_json=evaluated.outputs["Output"], model=trained.outputs["model"],
+                                test=data.outputs["test"])
+    deployed = deploy_model(config_json=config_json, model_json=registered.output)
+    drift = check_drift(config_json=config_json, mlflow_run_id=parent,
+                        reference=data.outputs["train"], current=data.outputs["test"],
+                        transform=data.outputs["transform"])
+    return LifecycleOutputs(rows=data.outputs["rows"], tuning=tuned.output,
+                            metrics=evaluated.outputs["Output"], model=registered.output,
+                            endpoint=deployed.output, drift=drift.outputs["Output"])
+
+
+PIPELINES = {"lifecycle": lifecycle}
+"""Every pipeline ``mlcycle compile`` writes."""

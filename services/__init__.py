@@ -1,0 +1,1 @@
+"""Long-running processes: the inference service and the drift monitor."""

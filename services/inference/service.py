@@ -1,0 +1,60 @@
+"""One BentoML service: the champion loaded once, raw rows in, labels and probabilities out."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import bentoml
+import pandas as pd
+from bentoml.exceptions import BadInput
+from pydantic import Field
+
+MODEL_URI_ENV = "MLCYCLE_MODEL_URI"
+
+
+@bentoml.service(name="mlcycle", traffic={"timeout": 30}, workers=1)
+class Classifier:
+    """Serves whatever ``MLCYCLE_MODEL_URI`` points to (``models:/<name>@champion``)."""
+
+    def __init__(self) -> None:
+        import mlflow
+        import mlflow.pyfunc
+
+        self.model_uri = os.environ.get(MODEL_URI_ENV, "")
+        if not self.model_uri:
+            raise RuntimeError(f"set {MODEL_URI_ENV} to the model to serve")
+        self.model = mlflow.pyfunc.load_model(self.model_uri)
+        info = self.model.metadata
+        self.model_id = getattr(info, "model_id", None) or info.run_id
+        self.inputs = [c.name for c in info.get_input_schema().inputs] \
+            if info.get_input_schema() else []
+        version = None
+        if self.model_uri.startswith("models:/") and "@" in self.model_uri:
+            name, alias = self.model_uri.removeprefix("models:/").split("@", 1)
+            version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version
+        self.version = version
+
+    @bentoml.api
+    def predict(
+        self,
+        rows: list[dict[str, Any]] = Field(  # noqa: B008 - BentoML reads the pydantic Field
+            min_length=1, max_length=10_000, description="Raw rows, one object per row."
+        ),
+    ) -> dict[str, Any]:
+        """Predict a label and class probabilities for each row."""
+        missing = sorted({c for row in rows for c in self.inputs if c not in row})
+        if missing:
+            raise BadInput(f"rows lack field(s): {', '.join(missing)}")
+        try:
+            out = self.model.predict(pd.DataFrame(rows))
+        except Exception as exc:  # schema enforcement and coercion errors are the caller's
+            raise BadInput(str(exc).splitlines()[0]) from exc
+        probas = [c for c in out.columns if c.startswith("proba_")]
+        predictions = [
+            {"label": row["prediction"],
+             "probabilities": {c.removeprefix("proba_"): round(float(row[c]), 6) for c in probas}}
+            for row in out.to_dict("records")
+        ]
+        return {"predictions": predictions, "model_uri": self.model_uri,
+                "model_version": self.version}
