@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,7 +88,9 @@ def run_local(settings: Settings, on_event: StageEvent | None = None) -> RunResu
     started = time.time()
     with log_path.open("w") as log:
         tee = _LogTee(log, track)
-        with contextlib.redirect_stdout(tee):
+        with contextlib.redirect_stdout(tee), warnings.catch_warnings():
+            # kfp.local warns that our image is not a Python image; locally it runs in this venv.
+            warnings.filterwarnings("ignore", message="You may be attemping to run a task")
             local.init(runner=local.SubprocessRunner(use_venv=False),
                        pipeline_root=str(pipeline_root), raise_on_error=False)
             task = lifecycle(config_json=settings.to_json())

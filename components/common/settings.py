@@ -84,7 +84,7 @@ class TrainSettings(_Strict):
     model: Literal["auto", "tabular"] = "auto"
     epochs: int = Field(default=30, ge=1)
     batch_size: int = Field(default=64, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
+    lr: float = Field(default=3e-3, gt=0)
     hidden: int = Field(default=128, ge=1)
     depth: int = Field(default=2, ge=1)
     dropout: float = Field(default=0.1, ge=0, lt=1)
@@ -106,9 +106,9 @@ class TuneSettings(_Strict):
     metric: Literal["val_loss", "val_accuracy"] = "val_loss"
     search_space: dict[str, dict[str, list[Any]]] = Field(
         default_factory=lambda: {
-            "lr": {"loguniform": [1e-4, 1e-2]},
+            "lr": {"loguniform": [5e-4, 2e-2]},
             "hidden": {"choice": [64, 128, 256]},
-            "dropout": {"uniform": [0.0, 0.4]},
+            "dropout": {"uniform": [0.0, 0.3]},
             "weight_decay": {"loguniform": [1e-6, 1e-3]},
         },
         description="Per key one of choice, uniform, loguniform, randint.",

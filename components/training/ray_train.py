@@ -56,10 +56,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     data = np.load(config["features_path"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    train_loader = ray.train.torch.prepare_data_loader(
-        make_loader(data["x_train"], data["y_train"], params.batch_size, True, params.seed))
-    val_loader = ray.train.torch.prepare_data_loader(
-        make_loader(data["x_val"], data["y_val"], 1024, False))
+    train_loader = make_loader(data["x_train"], data["y_train"], params.batch_size, True,
+                               params.seed, rank, world)
+    val_loader = make_loader(data["x_val"], data["y_val"], 1024, False, rank=rank, world=world)
     model = ray.train.torch.prepare_model(build_mlp(spec))
     optimizer = make_optimizer(model, params)
     device = ray.train.torch.get_device()
@@ -78,9 +77,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     logger.params({**config["loop"], **config["spec"], "workers": world})
     every = max(1, int(config.get("checkpoint_every", 1)))
     for epoch in range(start, params.epochs):
-        sampler = getattr(train_loader, "sampler", None)
-        if world > 1 and hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+        train_loader.set_epoch(epoch)
         metrics = {"train_loss": train_epoch(model, train_loader, optimizer, device),
                    **evaluate(model, val_loader, device)}
         improved = stopper.step(epoch, metrics["val_loss"])
@@ -139,7 +136,13 @@ class _MlflowLogger:
 
 def make_trainer(config: dict[str, Any], scaling: Scaling, storage: str, name: str,
                  max_failures: int = 0, callbacks: list[Any] | None = None) -> Any:
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import (
+        CheckpointConfig,
+        FailureConfig,
+        LoggingConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchTrainer
 
     return TorchTrainer(
@@ -156,6 +159,7 @@ def make_trainer(config: dict[str, Any], scaling: Scaling, storage: str, name: s
                 num_to_keep=2, checkpoint_score_attribute="val_loss",
                 checkpoint_score_order="min"),
             callbacks=callbacks or [],
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
 

@@ -7,11 +7,12 @@ function that runs a trainer and forwards its reports with ``TuneReportCallback`
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from components.common import tracking
-from components.common.compute import ray_session
+from components.common.compute import reap_orphan_placement_groups, ray_session
 from components.common.settings import Settings
 from components.training.model import load_features
 from components.training.ray_train import make_trainer, save_features, scaling_for
@@ -32,15 +33,35 @@ def search_space(space: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
     return out
 
 
+def _reaper() -> Any:
+    from ray import tune
+
+    class OrphanReaper(tune.Callback):  # type: ignore[misc]
+        """Reaps stopped trials' worker placement groups about once a second."""
+
+        def __init__(self) -> None:
+            self.last = 0.0
+
+        def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+            if time.monotonic() - self.last >= 1.0:
+                self.last = time.monotonic()
+                reap_orphan_placement_groups()
+
+    return OrphanReaper()
+
+
 def run_tune(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
              transform_dir: Path) -> dict[str, Any]:
     """Search; returns the best trial's hyperparameters and its score."""
     if not settings.tune.enabled:
         return {"params": {}, "trials": 0}
+    import optuna
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     cfg = settings.tune
     mode = "min" if cfg.metric == "val_loss" else "max"
@@ -71,7 +92,7 @@ def run_tune(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
                 search_alg=OptunaSearch(seed=settings.train.seed),
             ),
             run_config=tune.RunConfig(storage_path=storage, name=f"tune-{mlflow_run_id}",
-                                      verbose=0),
+                                      verbose=0, callbacks=[_reaper()]),
         )
         grid = tuner.fit()
         best = grid.get_best_result(cfg.metric, mode)

@@ -1,0 +1,35 @@
+# The two README commands: `make run` and `make test`. Both make .venv when it is missing.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.mlcycle-installed
+
+.PHONY: install run test test-fast lint clean
+
+install: $(STAMP)
+
+# torch goes first, alone and pinned, so pip takes the local CPU wheel rather than a
+# multi-GB CUDA build; constraints.txt locks everything else.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/mlcycle run --config examples/support_tickets.yaml --summary-json .mlcycle/summary.json
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+clean:
+	-$(BIN)/mlcycle serve --stop
+	rm -rf .mlcycle

@@ -1,0 +1,45 @@
+"""Shared fixtures: small generated scenario data and settings that run fast on 2 cores."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture(scope="session")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default scenario at 600 rows; its manifest says what was planted."""
+    from components.data.generate import generate
+
+    out = tmp_path_factory.mktemp("scenario")
+    generate(out, rows=600, seed=3)
+    return out
+
+
+def scenario_sources(root: Path) -> list[dict[str, Any]]:
+    return [
+        {"name": "tickets", "uri": str(root / "tickets.csv")},
+        {"name": "accounts", "uri": f"sqlite:///{root / 'accounts.db'}", "table": "accounts"},
+        {"name": "telemetry", "uri": str(root / "telemetry.parquet")},
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+FAST: dict[str, Any] = {
+    "train": {"epochs": 20, "patience": 4, "batch_size": 32},
+    "tune": {"num_samples": 2, "max_concurrent": 2, "max_epochs": 3},
+    "ray": {"num_cpus": 2},
+}
+"""Small budgets: enough to learn the scenario, quick on 2 cores."""

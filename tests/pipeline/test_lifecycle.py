@@ -1,0 +1,85 @@
+"""The whole lifecycle under kfp.local on small scenario data, with real Ray, MLflow,
+BentoML and Evidently."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from components.common.settings import Settings
+from components.serving.deploy import read_endpoint, stop_endpoint
+from pipelines.runner import run_local
+from tests.conftest import FAST, free_port, scenario_sources
+
+pytestmark = pytest.mark.slow
+
+
+def test_lifecycle_end_to_end(scenario: Path, tmp_path: Path) -> None:
+    settings = Settings(
+        workdir=tmp_path / "work",
+        data={"sources": scenario_sources(scenario), "target": "category"},
+        registry={"model_name": "tickets-test"},
+        serving={"port": free_port()},
+        **FAST,
+    )
+    events: list[tuple[str, str]] = []
+    try:
+        result = run_local(settings, lambda stage, state: events.append((stage, state)))
+        summary = result.summary
+        assert summary["status"] == "ok", (summary, result.log.read_text()[-3000:])
+        manifest = json.loads((scenario / "manifest.json").read_text())
+
+        assert summary["pipeline_run"].startswith("mlcycle-lifecycle-")
+        rows = summary["rows"]
+        assert rows["input"] == manifest["rows"] == rows["clean"] + rows["quarantined"]
+        assert rows["quarantined"] >= manifest["planted"]["malformed_rows"]
+        # four classes: chance is ~0.3; the generator's Bayes-optimal accuracy bounds it above
+        assert 0.6 < summary["metrics"]["accuracy"] <= 1.0
+        assert summary["metrics"]["f1_macro"] > 0.5
+        assert summary["metrics"]["roc_auc"] > 0.8
+        assert summary["model"] == {"name": "tickets-test", "version": "1", "alias": "champion",
+                                    "uri": "models:/tickets-test@champion"}
+        assert summary["tuning"]["trials"] == FAST["tune"]["num_samples"]
+        assert summary["drift"]["dataset_drift"] is False
+        assert 0 <= summary["drift"]["drifted_share"] < 0.5
+        for key in ("data_quality_report", "quarantine", "confusion_matrix", "drift_report"):
+            assert Path(summary["artifacts"][key]).stat().st_size > 0, key
+        assert [s for s, state in events if state == "SUCCESS"][0] == "prepare-data"
+
+        import mlflow
+
+        client = mlflow.MlflowClient(settings.tracking_uri)
+        version = client.get_model_version_by_alias("tickets-test", "champion")
+        assert str(version.version) == "1"
+        tags = version.tags
+        assert tags["mlcycle.pipeline_run"] == summary["pipeline_run"]
+        assert len(tags["mlcycle.data_fingerprint"]) == 16
+        assert tags["mlcycle.config_hash"] == settings.config_hash()
+        assert tags["mlcycle.git_commit"]
+        run = client.get_run(version.run_id)
+        assert run.data.metrics["rows_input"] == rows["input"]
+        trials = client.search_runs([run.info.experiment_id],
+                                    f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+        assert len(trials) == FAST["tune"]["num_samples"] + 1  # trials + final training
+        assert all("val_loss" in t.data.metrics for t in trials)
+
+        endpoint = read_endpoint(settings.workdir)
+        assert endpoint is not None and endpoint.url == summary["endpoint"]
+        test = pd.read_parquet(Path(summary["artifacts"]["pipeline_root"]) / "prepare-data/test")
+        rows_in = json.loads(test.drop(columns="category").head(20).to_json(orient="records"))
+        answer = httpx.post(f"{endpoint.url}/predict", json={"rows": rows_in}, timeout=30)
+        assert answer.status_code == 200
+        body = answer.json()
+        labels = [p["label"] for p in body["predictions"]]
+        assert len(labels) == 20 and set(labels) <= set(test["category"])
+        hits = sum(a == b for a, b in zip(labels, test["category"].head(20), strict=True))
+        assert hits >= 12
+        bad = httpx.post(f"{endpoint.url}/predict", json={"rows": [{"plan": "Pro"}]}, timeout=30)
+        assert bad.status_code == 400 and "body" in bad.text
+    finally:
+        stop_endpoint(settings.workdir)
+    assert read_endpoint(settings.workdir) is None

@@ -1,0 +1,37 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.data.features import FeatureSchema
+from components.monitoring.drift import compute_drift
+
+SCHEMA = FeatureSchema(target="y", task="classification", classes=["a", "b"],
+                       numeric=["n1", "n2", "n3"], categorical=["c1"])
+
+
+def table(n: int, seed: int, shift: float = 0.0, cats: tuple[str, ...] = ("a", "b", "c")
+          ) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({f"n{i}": rng.normal(shift, 1, n) for i in (1, 2, 3)})
+    frame["c1"] = rng.choice(cats, n)
+    return frame
+
+
+@pytest.mark.parametrize(("current", "drift", "min_share", "max_share"), [
+    (table(1500, 2), False, 0.0, 0.0),
+    (table(1500, 2, shift=1.0), True, 0.75, 0.75),
+    (table(1500, 2, cats=("c",)), False, 0.25, 0.25),
+    (table(1500, 2, shift=1.0, cats=("c",)), True, 1.0, 1.0),
+])
+def test_drift_verdicts(current: pd.DataFrame, drift: bool, min_share: float,
+                        max_share: float) -> None:
+    result = compute_drift(table(1500, 1), current, SCHEMA, drift_share=0.5)
+    assert result.dataset_drift is drift
+    assert min_share <= result.drifted_share <= max_share
+    assert set(result.columns) == {"n1", "n2", "n3", "c1"}
+
+
+def test_drift_share_threshold_is_respected() -> None:
+    current = table(1500, 2, cats=("c",))
+    assert not compute_drift(table(1500, 1), current, SCHEMA, drift_share=0.5).dataset_drift
+    assert compute_drift(table(1500, 1), current, SCHEMA, drift_share=0.25).dataset_drift

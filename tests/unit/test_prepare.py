@@ -1,0 +1,86 @@
+import json
+from pathlib import Path
+
+import joblib
+import pandas as pd
+import pytest
+
+from components.common.errors import UserError
+from components.common.settings import DataSettings
+from components.data.prepare import REASON_COL, PreparedPaths, prepare
+from tests.conftest import scenario_sources
+
+
+def paths(root: Path) -> PreparedPaths:
+    return PreparedPaths(root / "train.pq", root / "val.pq", root / "test.pq", root / "q.pq",
+                         root / "transform", root / "report")
+
+
+def test_scenario_rows_are_all_accounted_for(scenario: Path, tmp_path: Path) -> None:
+    manifest = json.loads((scenario / "manifest.json").read_text())
+    settings = DataSettings(sources=scenario_sources(scenario), target="category")
+    report = prepare(settings, paths(tmp_path))
+    rows = report["rows"]
+    assert rows["input"] == manifest["rows"]
+    assert rows["input"] == rows["clean"] + rows["quarantined"]
+    quarantine = pd.read_parquet(tmp_path / "q.pq")
+    reasons = quarantine[REASON_COL].value_counts()
+    planted = manifest["planted"]
+    assert reasons["malformed: wrong number of fields"] == planted["malformed_rows"]
+    assert reasons["missing target"] >= planted["missing_target"]
+    assert len(quarantine) == rows["quarantined"]
+    splits = [pd.read_parquet(tmp_path / f"{s}.pq") for s in ("train", "val", "test")]
+    assert sum(len(s) for s in splits) == rows["clean"]
+    assert {j["source"]: j["orphan_rows"] for j in report["joins"]} == {
+        "accounts": planted["orphan_customer_ids"], "telemetry": planted["orphan_customer_ids"]}
+    schema = report["schema"]
+    assert "body" in schema["text"] and "plan" in schema["categorical"]
+    assert "monthly_spend" in schema["numeric"] and "created_at" in schema["datetime"]
+    assert set(schema["dropped"]) == {"ticket_id", "customer_id"}
+    assert (tmp_path / "report" / "data_quality.html").read_text().count("<table>") >= 5
+
+
+def test_split_is_stratified_and_transform_applies_to_raw_rows(scenario: Path,
+                                                                tmp_path: Path) -> None:
+    settings = DataSettings(sources=scenario_sources(scenario), target="category")
+    prepare(settings, paths(tmp_path))
+    train, test = pd.read_parquet(tmp_path / "train.pq"), pd.read_parquet(tmp_path / "test.pq")
+    share_train = train["category"].value_counts(normalize=True)
+    share_test = test["category"].value_counts(normalize=True)
+    assert (share_train - share_test).abs().max() < 0.05
+    transform = joblib.load(tmp_path / "transform" / "transform.joblib")
+    raw = test.drop(columns="category").head(3).copy()
+    raw.loc[raw.index[0], "plan"] = " PRO "  # inconsistent casing maps to the known category
+    raw.loc[raw.index[1], "monthly_spend"] = None  # imputed, not rejected
+    assert transform.transform(raw).shape[0] == 3
+
+
+def test_inconsistent_categories_collapse(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"plan": ["Pro", "pro ", "PRO", "Free"] * 10,
+                          "x": range(40), "y": ["a", "b"] * 20})
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    settings = DataSettings(sources=[{"name": "d", "uri": str(tmp_path / "d.csv")}], target="y")
+    prepare(settings, paths(tmp_path / "out"))
+    transform = joblib.load(tmp_path / "out" / "transform" / "transform.joblib")
+    encoder = transform.named_transformers_["categorical"][-1]
+    assert sorted(encoder.categories_[0]) == ["free", "pro"]
+
+
+def test_target_missing_and_continuous_target(tmp_path: Path) -> None:
+    pd.DataFrame({"a": range(50), "y": [i / 7 for i in range(50)]}).to_csv(
+        tmp_path / "d.csv", index=False)
+    with pytest.raises(UserError, match="target column 'label' not in source 'd'"):
+        prepare(DataSettings(sources=[{"name": "d", "uri": str(tmp_path / "d.csv")}],
+                             target="label"), paths(tmp_path / "o"))
+    with pytest.raises(UserError, match="looks continuous"):
+        prepare(DataSettings(sources=[{"name": "d", "uri": str(tmp_path / "d.csv")}],
+                             target="y"), paths(tmp_path / "o"))
+
+
+def test_rare_classes_are_quarantined_with_a_reason(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"x": range(63), "y": ["a"] * 30 + ["b"] * 30 + ["c"] * 3})
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    settings = DataSettings(sources=[{"name": "d", "uri": str(tmp_path / "d.csv")}], target="y")
+    report = prepare(settings, paths(tmp_path / "o"))
+    assert report["rows"] == {"input": 63, "clean": 60, "quarantined": 3}
+    assert report["schema"]["classes"] == ["a", "b"]

@@ -1,0 +1,69 @@
+from pathlib import Path
+
+import pytest
+
+from components.common.errors import UserError
+from components.common.settings import Settings, load_settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, "data:\n  sources: [{name: a, uri: a.csv}]\n  target: y\n"))
+    assert s.data.target == "y"
+    assert s.tune.enabled and s.train.workers == 1
+    assert s.tracking_uri.startswith("sqlite:///") and s.tracking_uri.endswith("mlflow.db")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("data:\n  sources: [{name: a, uri: a.csv}]\n  target: y\n  sorces: []\n",
+     "data.sorces: unknown key"),
+    ("data:\n  sources: [{name: a, uri: a.csv}]\n", "data.target: required key is missing"),
+    ("data:\n  sources: []\n  target: y\n", "data.sources"),
+    ("data: [unclosed\n", "not valid YAML at line"),
+    ("- a\n- b\n", "expected a mapping"),
+    ("data:\n  sources: [{name: a, uri: a.csv}, {name: a, uri: b.csv}]\n  target: y\n",
+     "source names must be unique"),
+    ("data:\n  sources: [{name: a, uri: a.csv}]\n  target: y\ntune:\n  search_space:\n"
+     "    epochs: {choice: [1, 2]}\n", "cannot tune 'epochs'"),
+])
+def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(UserError) as info:
+        load_settings(write(tmp_path, text))
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="config file not found"):
+        load_settings(tmp_path / "nope.yaml")
+
+
+def test_environment_overrides_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLCYCLE_TRAIN__EPOCHS", "3")
+    monkeypatch.setenv("MLCYCLE_REGISTRY__MODEL_NAME", "from-env")
+    s = load_settings(write(tmp_path, "data:\n  sources: [{name: a, uri: a.csv}]\n  target: y\n"
+                                      "train: {epochs: 50, lr: 0.5}\n"))
+    assert s.train.epochs == 3
+    assert s.train.lr == 0.5
+    assert s.registry.model_name == "from-env"
+
+
+def test_json_round_trip_makes_paths_absolute(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = Settings(data={"sources": [{"name": "a", "uri": "d/a.csv"},
+                                   {"name": "b", "uri": "sqlite:///d/b.db"},
+                                   {"name": "c", "uri": "s3://bucket/c.parquet"}],
+                       "target": "y"})
+    back = Settings.from_json(s.to_json())
+    uris = [src.uri for src in back.data.sources]
+    assert uris == [str(tmp_path / "d/a.csv"), f"sqlite:///{tmp_path / 'd/b.db'}",
+                    "s3://bucket/c.parquet"]
+    assert back.workdir == tmp_path / ".mlcycle"
+    assert back.config_hash() == Settings.from_json(back.to_json()).config_hash()

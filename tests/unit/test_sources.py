@@ -1,0 +1,80 @@
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from components.common.errors import UserError
+from components.common.settings import Source
+from components.data.sources import read_source, source_format
+
+
+def src(uri: str, **kw: object) -> Source:
+    return Source(name="s", uri=uri, **kw)
+
+
+@pytest.mark.parametrize(("uri", "fmt"), [
+    ("a.csv", "csv"), ("a.csv.gz", "csv"), ("x/a.parquet", "parquet"), ("a.jsonl", "jsonl"),
+    ("sqlite:///a.db", "sql"), ("postgresql+psycopg://u@h/db", "sql"),
+    ("https://host/a.csv?x=1", "csv"), ("s3://b/k.parquet", "parquet"),
+])
+def test_format_is_inferred(uri: str, fmt: str) -> None:
+    assert source_format(src(uri)) == fmt
+
+
+def test_unknown_format_asks_for_one() -> None:
+    with pytest.raises(UserError, match="set format"):
+        source_format(src("data.bin"))
+
+
+def test_malformed_csv_rows_are_kept_not_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text("a,b,y\n1,2,x\n3,4,y\n5,6,7,8\n9,10,x\n")
+    table = read_source(src(str(path)))
+    assert len(table.frame) == 3
+    assert table.malformed == ["5,6,7,8"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "is empty"),
+    (b"a;b;y\n1;2;x\n", "it looks like ';'"),
+    (b"a,b\n\xff\xfe,1\n", "not valid utf-8"),
+    (b"a,b,y\n", "has no rows"),
+])
+def test_bad_files_give_one_line_errors(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=message) as info:
+        read_source(src(str(path)))
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file_names_the_source(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="source 's': file not found"):
+        read_source(src(str(tmp_path / "missing.csv")))
+
+
+def test_sql_table_and_lone_table_and_query(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    with sqlite3.connect(db) as conn:
+        pd.DataFrame({"k": [1, 2, 3], "v": ["a", "b", "c"]}).to_sql("t", conn, index=False)
+    uri = f"sqlite:///{db}"
+    assert len(read_source(src(uri)).frame) == 3
+    assert len(read_source(src(uri, table="t")).frame) == 3
+    assert read_source(src(uri, query="SELECT * FROM t WHERE k > 1")).frame["k"].tolist() == [2, 3]
+    assert len(read_source(src(uri), nrows=2).frame) == 2
+
+
+def test_sql_source_that_is_down(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="SQLite database not found"):
+        read_source(src(f"sqlite:///{tmp_path / 'gone.db'}"))
+    with pytest.raises(UserError, match="source 's': SQL read failed"):
+        read_source(src("postgresql://u:p@127.0.0.1:1/db", table="t"))
+
+
+def test_parquet_and_jsonl(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"a": [1, 2], "y": ["x", "z"]})
+    frame.to_parquet(tmp_path / "a.parquet")
+    frame.to_json(tmp_path / "a.jsonl", orient="records", lines=True)
+    for name in ("a.parquet", "a.jsonl"):
+        pd.testing.assert_frame_equal(read_source(src(str(tmp_path / name))).frame, frame)

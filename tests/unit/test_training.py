@@ -1,0 +1,80 @@
+import numpy as np
+import pandas as pd
+import torch
+
+from components.evaluation.evaluate import classification_metrics
+from components.training.loop import EarlyStopping, LoopParams, fit, make_loader, seed_everything
+from components.training.model import ModelSpec, build_mlp
+
+
+def blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, 5)).astype(np.float32)
+    x[:, 0] += 5 * y
+    return x, y.astype(np.int64)
+
+
+def test_plain_loop_learns_without_ray() -> None:
+    seed_everything(0)
+    (xt, yt), (xv, yv) = blobs(600, 0), blobs(200, 1)
+    model = build_mlp(ModelSpec(n_features=5, n_classes=3, hidden=16, depth=1, dropout=0.0))
+    params = LoopParams(epochs=15, batch_size=32, lr=1e-2, patience=3)
+    state, history = fit(model, make_loader(xt, yt, 32, True, 0), make_loader(xv, yv, 256, False),
+                         params)
+    assert history[-1]["val_accuracy"] > 0.9
+    model.load_state_dict(state)
+    with torch.no_grad():
+        acc = (model(torch.from_numpy(xv)).argmax(1).numpy() == yv).mean()
+    assert acc > 0.9
+
+
+def test_same_seed_same_weights() -> None:
+    def run() -> dict[str, torch.Tensor]:
+        seed_everything(1)
+        x, y = blobs(200, 0)
+        model = build_mlp(ModelSpec(n_features=5, n_classes=3, hidden=8, depth=1))
+        state, _ = fit(model, make_loader(x, y, 16, True, 1), make_loader(x, y, 64, False),
+                       LoopParams(epochs=2, batch_size=16))
+        return state
+
+    a, b = run(), run()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_early_stopping_counts_epochs_without_improvement() -> None:
+    stopper = EarlyStopping(patience=2)
+    verdicts = [stopper.step(i, loss) for i, loss in enumerate([1.0, 0.8, 0.9, 0.85])]
+    assert verdicts == [True, True, False, False]
+    assert stopper.should_stop and stopper.best == 0.8
+
+
+def test_metrics_for_binary_and_multiclass() -> None:
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    m = classification_metrics(np.array([0, 1, 1, 1]), proba, ["no", "yes"])
+    assert m["accuracy"] == 0.75
+    assert m["roc_auc"] == 1.0
+    assert m["confusion_matrix"] == [[1, 0], [1, 2]]
+    proba3 = np.eye(3)[[0, 1, 2, 2]] * 0.9 + 0.1 / 3
+    m3 = classification_metrics(np.array([0, 1, 2, 1]), proba3, ["a", "b", "c"])
+    assert m3["accuracy"] == 0.75 and 0 < m3["roc_auc"] <= 1
+    assert set(m3["f1_per_class"]) == {"a", "b", "c"}
+
+
+def test_metrics_skip_roc_auc_when_a_class_is_absent() -> None:
+    proba = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1]])
+    assert "roc_auc" not in classification_metrics(np.array([0, 1]), proba, ["a", "b", "c"])
+
+
+def test_classifier_reports_missing_columns() -> None:
+    from components.data.features import FeatureSchema
+    from components.training.model import Classifier
+
+    schema = FeatureSchema(target="y", task="classification", classes=["a", "b"], numeric=["x"])
+    clf = Classifier(build_mlp(ModelSpec(1, 2)), None, schema)
+    try:
+        clf.predict(pd.DataFrame({"z": [1]}))
+    except ValueError as exc:
+        assert "missing input column(s): x" in str(exc)
+    else:
+        raise AssertionError("expected a ValueError")
