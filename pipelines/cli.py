@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -124,7 +123,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 @app.command()
-def compile(  # noqa: A001 - the verb users type
+def compile(
     out: Annotated[Path, typer.Option(help="Folder for the pipelines' IR YAML.")],
     config: ConfigOpt = None,
 ) -> None:
@@ -249,7 +248,7 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 
 @app.command()
 def predict(
-    input: Annotated[Path, typer.Option("--input", "-i", help=(  # noqa: A002
+    input: Annotated[Path, typer.Option("--input", "-i", help=(
         'Rows to score: JSON ({"rows": [...]}), JSONL, CSV or Parquet.'))],
     endpoint: Annotated[str | None, typer.Option(
         help="Endpoint URL; the local endpoint on record when omitted.")] = None,
@@ -327,9 +326,5 @@ def config_show(config: ConfigOpt = None) -> None:
         raise _fail(str(exc)) from None
 
 
-def main() -> None:
-    app()
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    app()

@@ -26,7 +26,7 @@ class LifecycleOutputs(NamedTuple):
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Prepare, tune, train, evaluate, register, "
               "deploy and drift-check a model from raw multi-source data.")
-def lifecycle(config_json: str) -> LifecycleOutputs:  # type: ignore[return]
+def lifecycle(config_json: str) -> LifecycleOutputs:
     """Run every stage once.
 
     Args:
@@ -45,8 +45,8 @@ def lifecycle(config_json: str) -> LifecycleOutputs:  # type: ignore[return]
                                model=trained.outputs["model"], test=data.outputs["test"])
     registered = register_model(config_json=config_json, mlflow_run_id=parent,
                                 pipeline_run=run, fingerprint=data.outputs["fingerprint"],
-                                metrics_json=evaluated.outputs["Output"], model=trained.outputs["model"],
-                                test=data.outputs["test"])
+                                metrics_json=evaluated.outputs["Output"],
+                                model=trained.outputs["model"], test=data.outputs["test"])
     deployed = deploy_model(config_json=config_json, model_json=registered.output)
     drift = check_drift(config_json=config_json, mlflow_run_id=parent,
                         reference=data.outputs["train"], current=data.outputs["test"],

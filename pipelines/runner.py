@@ -152,8 +152,9 @@ def build_summary(settings: Settings, outputs: dict[str, Any], run_dir: Path | N
     run_name = run_dir.name if run_dir else None
     reports = settings.workdir.resolve() / "reports" / (run_name or "unknown")
     artifacts = collect_artifacts(run_dir, reports)
-    artifacts |= {"log": str(log_path), "pipeline_root": str(run_dir) if run_dir else None,
-                  "mlflow_tracking_uri": settings.tracking_uri}
+    artifacts |= {"log": str(log_path), "mlflow_tracking_uri": settings.tracking_uri}
+    if run_dir:
+        artifacts["pipeline_root"] = str(run_dir)
     summary: dict[str, Any] = {
         "status": "failed" if failed else "ok",
         "pipeline_run": run_name,

@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from components.common.settings import Settings
 
@@ -50,7 +51,7 @@ def ray_session(settings: Settings, trial_slots: int = 0) -> Iterator[int]:
         os.environ.setdefault(key, value)
     import ray
 
-    kwargs: dict[str, object] = {
+    kwargs: dict[str, Any] = {
         "include_dashboard": False,
         "logging_level": logging.WARNING,
         "runtime_env": {"worker_process_setup_hook": _worker_setup},
@@ -79,12 +80,12 @@ def reap_orphan_placement_groups() -> int:
     from ray.core.generated import gcs_pb2
     from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-    live = {gcs_pb2.PlacementGroupTableData.PENDING, gcs_pb2.PlacementGroupTableData.CREATED,
-            gcs_pb2.PlacementGroupTableData.RESCHEDULING}
+    table = gcs_pb2.PlacementGroupTableData  # type: ignore[attr-defined]
+    live = {table.PENDING, table.CREATED, table.RESCHEDULING}
     accessor = ray._private.state.state._connect_and_get_accessor()
     removed = 0
     for raw in accessor.get_placement_group_table():
-        pg = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        pg = table.FromString(raw)
         by_actor = pg.creator_actor_id.strip(b"\xff")  # nil id: made by a driver or Tune
         if pg.state in live and not pg.is_detached and by_actor and pg.creator_actor_dead:
             remove_placement_group(PlacementGroup(ray.PlacementGroupID(pg.placement_group_id)))

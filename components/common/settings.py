@@ -97,6 +97,14 @@ class TrainSettings(_Strict):
     seed: int = 42
 
 
+DEFAULT_SEARCH_SPACE: dict[str, dict[str, list[Any]]] = {
+    "lr": {"loguniform": [5e-4, 2e-2]},
+    "hidden": {"choice": [64, 128, 256]},
+    "dropout": {"uniform": [0.0, 0.3]},
+    "weight_decay": {"loguniform": [1e-6, 1e-3]},
+}
+
+
 class TuneSettings(_Strict):
     enabled: bool = True
     num_samples: int = Field(default=4, ge=1)
@@ -105,12 +113,7 @@ class TuneSettings(_Strict):
     max_epochs: int = Field(default=10, ge=1, description="Epochs per trial; ASHA stops early.")
     metric: Literal["val_loss", "val_accuracy"] = "val_loss"
     search_space: dict[str, dict[str, list[Any]]] = Field(
-        default_factory=lambda: {
-            "lr": {"loguniform": [5e-4, 2e-2]},
-            "hidden": {"choice": [64, 128, 256]},
-            "dropout": {"uniform": [0.0, 0.3]},
-            "weight_decay": {"loguniform": [1e-6, 1e-3]},
-        },
+        default_factory=lambda: dict(DEFAULT_SEARCH_SPACE),
         description="Per key one of choice, uniform, loguniform, randint.",
     )
 

@@ -54,7 +54,10 @@ def requirements() -> list[str]:
 def score_on(model: Any, test: pd.DataFrame, target: str, classes: list[str],
              metric: str) -> float:
     """Score any pyfunc model on the holdout by ``metric``."""
-    pred = model.predict(test.drop(columns=[target]))
+    from components.registry.pyfunc import conform
+
+    rows = conform(test.drop(columns=[target]), model.metadata.get_input_schema())
+    pred = model.predict(rows)
     proba = pred[[f"proba_{c}" for c in classes]].to_numpy()
     index = {c: i for i, c in enumerate(classes)}
     y_true = test[target].astype(str).map(index).to_numpy()

@@ -6,6 +6,7 @@ the record and ``mlcycle serve --stop`` ends it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -67,28 +68,22 @@ def stop_endpoint(workdir: Path, timeout: float = 20.0) -> Endpoint | None:
     if endpoint is None:
         return None
     if _pid_alive(endpoint.pid):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(endpoint.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + timeout
         while _pid_alive(endpoint.pid) and time.monotonic() < deadline:
             _reap(endpoint.pid)
             time.sleep(0.2)
         if _pid_alive(endpoint.pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(endpoint.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     record_path(workdir).unlink(missing_ok=True)
     return endpoint
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def _port_free(host: str, port: int) -> bool:

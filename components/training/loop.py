@@ -75,7 +75,10 @@ def make_loader(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
     return Batches(x, y, batch_size, shuffle, seed, rank, world)
 
 
-def train_epoch(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], optimizer: torch.optim.Optimizer,
+BatchIter = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+def train_epoch(model: nn.Module, loader: BatchIter, optimizer: torch.optim.Optimizer,
                 device: torch.device) -> float:
     model.train()
     loss_fn = nn.CrossEntropyLoss()
@@ -92,7 +95,7 @@ def train_epoch(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Ten
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> dict[str, float]:
+def evaluate(model: nn.Module, loader: BatchIter, device: torch.device) -> dict[str, float]:
     model.eval()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     sums = torch.zeros(3, device=device)  # loss, correct, count
@@ -142,8 +145,8 @@ def make_optimizer(model: nn.Module, params: LoopParams) -> torch.optim.Optimize
 
 def fit(
     model: nn.Module,
-    train_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    val_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    train_loader: Batches,
+    val_loader: BatchIter,
     params: LoopParams,
     device: torch.device | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,

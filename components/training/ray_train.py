@@ -99,7 +99,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
+    """The module inside DDP's wrapper, whose state dict has no ``module.`` prefix."""
+    inner = getattr(model, "module", model)
+    assert isinstance(inner, torch.nn.Module)
+    return inner
 
 
 class _MlflowLogger:
@@ -152,7 +155,7 @@ def make_trainer(config: dict[str, Any], scaling: Scaling, storage: str, name: s
             num_workers=scaling.workers, use_gpu=scaling.use_gpu,
             resources_per_worker={"CPU": scaling.cpus_per_worker},
         ),
-        run_config=RunConfig(
+        run_config=RunConfig(  # type: ignore[call-arg]  # mypy resolves Train v1's class
             storage_path=storage, name=name,
             failure_config=FailureConfig(max_failures=max_failures),
             checkpoint_config=CheckpointConfig(

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from components.common import tracking
-from components.common.compute import reap_orphan_placement_groups, ray_session
+from components.common.compute import ray_session, reap_orphan_placement_groups
 from components.common.settings import Settings
 from components.training.model import load_features
 from components.training.ray_train import make_trainer, save_features, scaling_for
@@ -36,7 +36,7 @@ def search_space(space: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
 def _reaper() -> Any:
     from ray import tune
 
-    class OrphanReaper(tune.Callback):  # type: ignore[misc]
+    class OrphanReaper(tune.Callback):
         """Reaps stopped trials' worker placement groups about once a second."""
 
         def __init__(self) -> None:
@@ -96,7 +96,7 @@ def run_tune(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
         )
         grid = tuner.fit()
         best = grid.get_best_result(cfg.metric, mode)
-    if best.metrics is None:
+    if best.metrics is None or best.config is None:
         raise RuntimeError(f"no trial reported {cfg.metric}")
     return {"params": {k: best.config[k] for k in cfg.search_space},
             cfg.metric: best.metrics[cfg.metric], "trials": len(grid)}

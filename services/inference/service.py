@@ -10,6 +10,8 @@ import pandas as pd
 from bentoml.exceptions import BadInput
 from pydantic import Field
 
+from components.registry.pyfunc import conform
+
 MODEL_URI_ENV = "MLCYCLE_MODEL_URI"
 
 
@@ -25,10 +27,8 @@ class Classifier:
         if not self.model_uri:
             raise RuntimeError(f"set {MODEL_URI_ENV} to the model to serve")
         self.model = mlflow.pyfunc.load_model(self.model_uri)
-        info = self.model.metadata
-        self.model_id = getattr(info, "model_id", None) or info.run_id
-        self.inputs = [c.name for c in info.get_input_schema().inputs] \
-            if info.get_input_schema() else []
+        self.schema = self.model.metadata.get_input_schema()
+        self.inputs = [c.name for c in self.schema.inputs] if self.schema else []
         version = None
         if self.model_uri.startswith("models:/") and "@" in self.model_uri:
             name, alias = self.model_uri.removeprefix("models:/").split("@", 1)
@@ -38,7 +38,7 @@ class Classifier:
     @bentoml.api
     def predict(
         self,
-        rows: list[dict[str, Any]] = Field(  # noqa: B008 - BentoML reads the pydantic Field
+        rows: list[dict[str, Any]] = Field(
             min_length=1, max_length=10_000, description="Raw rows, one object per row."
         ),
     ) -> dict[str, Any]:
@@ -47,9 +47,9 @@ class Classifier:
         if missing:
             raise BadInput(f"rows lack field(s): {', '.join(missing)}")
         try:
-            out = self.model.predict(pd.DataFrame(rows))
+            out = self.model.predict(conform(pd.DataFrame(rows), self.schema))
         except Exception as exc:  # schema enforcement and coercion errors are the caller's
-            raise BadInput(str(exc).splitlines()[0]) from exc
+            raise BadInput(_one_line(exc)) from exc
         probas = [c for c in out.columns if c.startswith("proba_")]
         predictions = [
             {"label": row["prediction"],
@@ -58,3 +58,12 @@ class Classifier:
         ]
         return {"predictions": predictions, "model_uri": self.model_uri,
                 "model_version": self.version}
+
+
+def _one_line(exc: Exception) -> str:
+    """MLflow's schema errors embed the whole frame; keep the part that says what's wrong."""
+    text = str(exc)
+    if "Error: " in text:
+        text = text.rsplit("Error: ", 1)[1]
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

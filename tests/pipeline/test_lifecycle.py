@@ -48,7 +48,7 @@ def test_lifecycle_end_to_end(scenario: Path, tmp_path: Path) -> None:
         assert 0 <= summary["drift"]["drifted_share"] < 0.5
         for key in ("data_quality_report", "quarantine", "confusion_matrix", "drift_report"):
             assert Path(summary["artifacts"][key]).stat().st_size > 0, key
-        assert [s for s, state in events if state == "SUCCESS"][0] == "prepare-data"
+        assert next(s for s, state in events if state == "SUCCESS") == "prepare-data"
 
         import mlflow
 

@@ -1,0 +1,141 @@
+"""register_model's gate against a real MLflow (SQLite) registry, and the BentoML service
+in-process on the registered champion."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from components.common import tracking
+from components.common.settings import Settings
+from components.data.prepare import PreparedPaths, prepare
+from components.evaluation.evaluate import evaluate_bundle
+from components.registry.component import register_model
+from components.training.loop import LoopParams, fit, make_loader
+from components.training.model import ModelSpec, build_mlp, load_bundle, load_features, save_bundle
+from tests.conftest import scenario_sources
+
+pytestmark = pytest.mark.slow
+
+
+class _Artifact:
+    """Stands in for KFP's Input[Model]/Input[Dataset]: the component only reads ``.path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+
+def _bundle(out: Path, prepared: Path, epochs: int) -> Path:
+    schema, ((xt, yt), (xv, yv)) = load_features(prepared / "transform", prepared / "train.pq",
+                                                 prepared / "val.pq")
+    torch.manual_seed(0)
+    spec = ModelSpec(n_features=xt.shape[1], n_classes=len(schema.classes), hidden=32, depth=1)
+    model = build_mlp(spec)
+    state = model.state_dict()
+    if epochs:
+        state, _ = fit(model, make_loader(xt, yt, 32, True), make_loader(xv, yv, 256, False),
+                       LoopParams(epochs=epochs, lr=3e-3, patience=epochs))
+    save_bundle(out, state, spec, prepared / "transform")
+    return out
+
+
+@pytest.fixture(scope="module")
+def workspace(scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    root = tmp_path_factory.mktemp("gate")
+    settings = Settings(workdir=root / "work",
+                        data={"sources": scenario_sources(scenario), "target": "category"},
+                        registry={"model_name": "gate-test"})
+    prepared = root / "prepared"
+    report = prepare(settings.data, PreparedPaths(
+        prepared / "train.pq", prepared / "val.pq", prepared / "test.pq", prepared / "q.pq",
+        prepared / "transform", prepared / "report"))
+    good = _bundle(root / "good", prepared, epochs=15)
+    untrained = _bundle(root / "untrained", prepared, epochs=0)
+    parent = tracking.start_parent_run(settings, "gate-run")
+    return {"settings": settings, "prepared": prepared, "good": good, "untrained": untrained,
+            "parent": parent, "fingerprint": report["fingerprint"]}
+
+
+def _register(ws: dict[str, object], bundle: Path) -> dict[str, object]:
+    prepared = Path(str(ws["prepared"]))
+    test = pd.read_parquet(prepared / "test.pq")
+    metrics = evaluate_bundle(load_bundle(bundle), test, bundle / "eval")
+    settings = ws["settings"]
+    assert isinstance(settings, Settings)
+    out = register_model.python_func(
+        config_json=settings.to_json(), mlflow_run_id=str(ws["parent"]), pipeline_run="gate-run",
+        fingerprint=str(ws["fingerprint"]), metrics_json=json.dumps(metrics),
+        model=_Artifact(bundle), test=_Artifact(prepared / "test.pq"))
+    return dict(json.loads(out))
+
+
+def test_champion_moves_only_when_the_challenger_wins(workspace: dict[str, object]) -> None:
+    import mlflow
+
+    first = _register(workspace, Path(str(workspace["good"])))
+    assert first["version"] == "1" and first["promoted"] and first["reason"] == "no champion yet"
+    worse = _register(workspace, Path(str(workspace["untrained"])))
+    assert worse["version"] == "2" and not worse["promoted"] and worse["alias"] == "challenger"
+    assert "<= champion v1" in str(worse["reason"])
+    settings = workspace["settings"]
+    assert isinstance(settings, Settings)
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    assert str(client.get_model_version_by_alias("gate-test", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("gate-test", "challenger").version) == "2"
+    tie = _register(workspace, Path(str(workspace["good"])))
+    assert not tie["promoted"]  # equal is not better: the champion stays
+    assert tie["champion_score"] == pytest.approx(worse["champion_score"])
+    version = client.get_model_version("gate-test", "3")
+    assert version.tags["mlcycle.data_fingerprint"] == workspace["fingerprint"]
+    assert version.tags["mlcycle.gate"] == tie["reason"]
+
+
+def test_service_serves_the_champion_in_process(workspace: dict[str, object],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from starlette.testclient import TestClient
+
+    settings = workspace["settings"]
+    assert isinstance(settings, Settings)
+    if not _champion_exists(settings):
+        _register(workspace, Path(str(workspace["good"])))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
+    monkeypatch.setenv("MLCYCLE_MODEL_URI", "models:/gate-test@champion")
+    from services.inference.service import Classifier
+
+    test = pd.read_parquet(Path(str(workspace["prepared"])) / "test.pq")
+    rows = json.loads(test.drop(columns="category").head(8).to_json(orient="records"))
+    for row in rows:  # what a JSON client sends: ints for whole numbers, nulls
+        row["tenure_months"] = int(row["tenure_months"]) if row["tenure_months"] else None
+    with TestClient(Classifier.to_asgi()) as client:
+        ok = client.post("/predict", json={"rows": rows})
+        assert ok.status_code == 200, ok.text
+        body = ok.json()
+        assert body["model_version"] is not None
+        preds = body["predictions"]
+        assert len(preds) == 8
+        assert all(abs(sum(p["probabilities"].values()) - 1) < 1e-3 for p in preds)
+        accuracy = np.mean([p["label"] == t for p, t in zip(preds, test["category"], strict=False)])
+        assert accuracy >= 0.5
+        missing = client.post("/predict", json={"rows": [{"plan": "Pro"}]})
+        assert missing.status_code == 400 and "rows lack field(s)" in missing.text
+        wrong = client.post("/predict", json={"rows": [{**rows[0], "monthly_spend": "lots"}]})
+        assert wrong.status_code == 400 and "'monthly_spend' must be a number" in wrong.text
+        empty = client.post("/predict", json={"rows": []})
+        assert empty.status_code == 400
+
+
+def _champion_exists(settings: Settings) -> bool:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.MlflowClient(settings.tracking_uri).get_model_version_by_alias("gate-test",
+                                                                              "champion")
+    except MlflowException:
+        return False
+    return True
