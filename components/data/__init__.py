@@ -1,0 +1,1 @@
+"""Data preparation: read sources, validate, clean, integrate, split, featurize."""

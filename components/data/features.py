@@ -1,0 +1,176 @@
+"""Feature roles and the fitted transform that serving reuses.
+
+Everything here is picklable at module level: the transform travels inside the
+registered model, so the endpoint featurizes raw rows exactly as training did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+from components.common.settings import DataSettings
+
+_ID_HINTS = ("id", "uuid", "key")
+
+
+@dataclass
+class FeatureSchema:
+    """Column roles inferred once on the clean data, then frozen with the model."""
+
+    target: str
+    task: str
+    classes: list[str]
+    numeric: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+    datetime: list[str] = field(default_factory=list)
+    dropped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def inputs(self) -> list[str]:
+        return [*self.numeric, *self.categorical, *self.text, *self.datetime]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureSchema:
+        return cls(**data)
+
+
+def _numeric_share(values: pd.Series) -> float:
+    non_null = values.dropna()
+    if non_null.empty:
+        return 0.0
+    return float(pd.to_numeric(non_null, errors="coerce").notna().mean())
+
+
+def _datetime_share(values: pd.Series) -> float:
+    sample = values.dropna().astype(str).head(200)
+    if sample.empty or not sample.str.contains(r"\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4}").all():
+        return 0.0
+    parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
+    return float(parsed.notna().mean())
+
+
+def infer_schema(frame: pd.DataFrame, settings: DataSettings, classes: list[str]) -> FeatureSchema:
+    """Decide each column's role; explicit overrides in ``data.features`` win."""
+    over = settings.features
+    schema = FeatureSchema(target=settings.target, task="classification", classes=classes)
+    forced = {**{c: "numeric" for c in over.numeric}, **{c: "categorical" for c in over.categorical},
+              **{c: "text" for c in over.text}}
+    for col in frame.columns:
+        if col == settings.target:
+            continue
+        if col in over.drop:
+            schema.dropped[col] = "dropped in config"
+            continue
+        role = forced.get(col) or _infer_role(col, frame[col])
+        if role.startswith("drop:"):
+            schema.dropped[col] = role.removeprefix("drop:")
+        else:
+            getattr(schema, role).append(col)
+    if not schema.inputs:
+        raise ValueError("no usable feature columns remain after inference")
+    return schema
+
+
+def _infer_role(col: str, values: pd.Series) -> str:
+    non_null = values.dropna()
+    n = len(non_null)
+    if n == 0:
+        return "drop:all values missing"
+    if non_null.nunique() == 1:
+        return "drop:constant"
+    if pd.api.types.is_bool_dtype(values):
+        return "categorical"
+    unique_ratio = non_null.nunique() / n
+    is_numeric = pd.api.types.is_numeric_dtype(values) or _numeric_share(values) >= 0.95
+    name = col.lower()
+    id_like_name = any(name == h or name.endswith(("_" + h, h + "s")) for h in _ID_HINTS)
+    if id_like_name and (unique_ratio > 0.5 or not is_numeric):
+        return "drop:identifier"
+    if is_numeric:
+        if pd.api.types.is_integer_dtype(values) and unique_ratio > 0.99 and n > 50:
+            return "drop:identifier"
+        return "numeric"
+    if _datetime_share(values) >= 0.95:
+        return "datetime"
+    text = non_null.astype(str)
+    mean_words = float(text.str.split().str.len().mean())
+    if mean_words >= 3 or (unique_ratio > 0.5 and mean_words > 1.5):
+        return "text"
+    if unique_ratio > 0.95 and n > 50:
+        return "drop:identifier"
+    return "categorical"
+
+
+def to_numeric(frame: pd.DataFrame) -> np.ndarray:
+    return frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+
+
+def normalize_categories(frame: pd.DataFrame) -> np.ndarray:
+    """`"Pro"`, `"pro "` and `"PRO"` are one category."""
+    out = frame.astype("string").apply(lambda s: s.str.strip().str.lower())
+    return out.astype(object).where(out.notna(), np.nan).to_numpy()
+
+
+def fill_text(column: pd.Series | pd.DataFrame) -> np.ndarray:
+    series = column.iloc[:, 0] if isinstance(column, pd.DataFrame) else column
+    return series.fillna("").astype(str).to_numpy()
+
+
+def datetime_parts(frame: pd.DataFrame) -> np.ndarray:
+    parts = []
+    for col in frame.columns:
+        ts = pd.to_datetime(frame[col], errors="coerce", format="mixed")
+        parts += [ts.dt.hour, ts.dt.dayofweek, ts.dt.month]
+    return np.column_stack(parts).astype(np.float64)
+
+
+def build_transform(schema: FeatureSchema, settings: DataSettings) -> ColumnTransformer:
+    """Unfitted transform: imputation, scaling, one-hot and TF-IDF per role."""
+    numeric_pipe = make_pipeline(
+        FunctionTransformer(to_numeric), SimpleImputer(strategy="median"), StandardScaler()
+    )
+    parts: list[tuple[str, Any, Any]] = []
+    if schema.numeric:
+        parts.append(("numeric", numeric_pipe, schema.numeric))
+    if schema.datetime:
+        dt_pipe: Pipeline = make_pipeline(
+            FunctionTransformer(datetime_parts), SimpleImputer(strategy="median"), StandardScaler()
+        )
+        parts.append(("datetime", dt_pipe, schema.datetime))
+    if schema.categorical:
+        cat_pipe = make_pipeline(
+            FunctionTransformer(normalize_categories),
+            SimpleImputer(strategy="constant", fill_value="__missing__"),
+            OneHotEncoder(
+                handle_unknown="infrequent_if_exist",
+                max_categories=settings.max_categories,
+                sparse_output=False,
+            ),
+        )
+        parts.append(("categorical", cat_pipe, schema.categorical))
+    per_text = max(16, settings.max_text_features // max(1, len(schema.text)))
+    for col in schema.text:
+        text_pipe = make_pipeline(
+            FunctionTransformer(fill_text),
+            TfidfVectorizer(max_features=per_text, ngram_range=(1, 2), sublinear_tf=True,
+                            min_df=1, dtype=np.float32),
+        )
+        parts.append((f"text_{len(parts)}", text_pipe, [col]))
+    return ColumnTransformer(parts, sparse_threshold=0.0)
+
+
+def transform_frame(transform: ColumnTransformer, frame: pd.DataFrame) -> np.ndarray:
+    return np.asarray(transform.transform(frame), dtype=np.float32)

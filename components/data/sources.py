@@ -1,0 +1,166 @@
+"""Connectors: local paths, http(s)://, s3:// (fsspec) and SQLAlchemy URLs.
+
+CSV rows that don't parse are returned, not dropped, so they can be quarantined.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import fsspec
+import pandas as pd
+
+from components.common.errors import UserError
+from components.common.settings import Source
+
+_SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql", "oracle", "duckdb")
+
+
+@dataclass
+class SourceTable:
+    """A read source: the rows that parsed and the raw lines that did not."""
+
+    name: str
+    frame: pd.DataFrame
+    malformed: list[str] = field(default_factory=list)
+
+
+def source_format(source: Source) -> str:
+    if source.format:
+        return source.format
+    scheme = source.uri.split(":", 1)[0].split("+", 1)[0].lower()
+    if "://" in source.uri and scheme in _SQL_SCHEMES:
+        return "sql"
+    path = source.uri.split("?", 1)[0].lower().removesuffix(".gz")
+    for suffix, fmt in ((".csv", "csv"), (".tsv", "csv"), (".parquet", "parquet"),
+                        (".pq", "parquet"), (".jsonl", "jsonl"), (".ndjson", "jsonl"),
+                        (".json", "jsonl")):
+        if path.endswith(suffix):
+            return fmt
+    raise UserError(
+        f"source {source.name!r}: cannot tell the format of {source.uri!r}; "
+        "set format: csv|parquet|jsonl|sql"
+    )
+
+
+def _open_bytes(source: Source) -> bytes:
+    uri = source.uri
+    if "://" not in uri and not Path(uri).is_file():
+        raise UserError(f"source {source.name!r}: file not found: {uri}")
+    try:
+        with fsspec.open(uri, "rb", compression="infer") as fh:
+            data: bytes = fh.read()
+    except FileNotFoundError as exc:
+        raise UserError(f"source {source.name!r}: not found: {uri}") from exc
+    except Exception as exc:  # network, auth, missing fsspec backend
+        raise UserError(f"source {source.name!r}: cannot read {uri}: {_one_line(exc)}") from exc
+    if not data.strip():
+        raise UserError(f"source {source.name!r}: {uri} is empty")
+    return data
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _decode(source: Source, data: bytes) -> str:
+    encoding = source.options.get("encoding", "utf-8")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"source {source.name!r}: not valid {encoding} at byte {exc.start}; "
+            "set options.encoding (e.g. latin-1)"
+        ) from exc
+
+
+def _read_csv(source: Source, nrows: int | None) -> SourceTable:
+    text = _decode(source, _open_bytes(source))
+    sep = source.options.get("sep")
+    if sep is None:
+        sep = "\t" if source.uri.lower().split("?")[0].endswith((".tsv", ".tsv.gz")) else ","
+    malformed: list[str] = []
+
+    def keep_bad(fields: list[str]) -> None:
+        malformed.append(sep.join(fields))
+        return None
+
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text), sep=sep, engine="python", on_bad_lines=keep_bad,
+            nrows=nrows, skipinitialspace=False, quoting=csv.QUOTE_MINIMAL,
+        )
+    except pd.errors.EmptyDataError as exc:
+        raise UserError(f"source {source.name!r}: {source.uri} has no header row") from exc
+    if frame.shape[1] == 1 and sep not in text.split("\n", 1)[0]:
+        guess = next((c for c in (";", "\t", "|", ",") if c in text.split("\n", 1)[0]), None)
+        hint = f"; it looks like {guess!r}: set options.sep" if guess else ""
+        raise UserError(
+            f"source {source.name!r}: one column only with delimiter {sep!r}{hint}"
+        )
+    return SourceTable(source.name, frame, malformed)
+
+
+def _read_sql(source: Source, nrows: int | None) -> SourceTable:
+    import sqlalchemy as sa
+
+    uri = source.uri
+    if uri.startswith("sqlite:///"):
+        db_path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+        if db_path and not Path(db_path).is_file():
+            raise UserError(f"source {source.name!r}: SQLite database not found: {db_path}")
+    try:
+        engine = sa.create_engine(uri)
+        with engine.connect() as conn:
+            query = source.query
+            if query is None:
+                table = source.table
+                if table is None:
+                    tables = sa.inspect(conn).get_table_names()
+                    if len(tables) != 1:
+                        raise UserError(
+                            f"source {source.name!r}: database has tables {tables}; set table:"
+                        )
+                    table = tables[0]
+                query = f'SELECT * FROM "{table}"'
+            if nrows is not None:
+                query = f"SELECT * FROM ({query}) AS q LIMIT {int(nrows)}"
+            frame = pd.read_sql_query(sa.text(query), conn)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"source {source.name!r}: SQL read failed: {_one_line(exc)}") from exc
+    finally:
+        if "engine" in locals():
+            engine.dispose()
+    return SourceTable(source.name, frame)
+
+
+def read_source(source: Source, nrows: int | None = None) -> SourceTable:
+    """Read one source in full (or its first ``nrows`` rows, for a quick check)."""
+    fmt = source_format(source)
+    if fmt == "csv":
+        table = _read_csv(source, nrows)
+    elif fmt == "sql":
+        table = _read_sql(source, nrows)
+    else:
+        data = _open_bytes(source)
+        try:
+            if fmt == "parquet":
+                frame = pd.read_parquet(io.BytesIO(data))
+            else:
+                frame = pd.read_json(io.StringIO(_decode(source, data)), lines=True)
+        except Exception as exc:
+            raise UserError(
+                f"source {source.name!r}: not readable as {fmt}: {_one_line(exc)}"
+            ) from exc
+        if nrows is not None:
+            frame = frame.head(nrows)
+        table = SourceTable(source.name, frame)
+    if table.frame.empty and not table.malformed:
+        raise UserError(f"source {source.name!r}: {source.uri} has no rows")
+    return table
