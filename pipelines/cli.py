@@ -280,8 +280,9 @@ def predict(
     if as_json:
         console.print_json(data=body)
         return
-    table = Table(title=f"{len(body['predictions'])} predictions from "
-                        f"{body.get('model_uri')} v{body.get('model_version')}")
+    console.print(f"{len(body['predictions'])} predictions from {body.get('model_uri')} "
+                  f"(version {body.get('model_version')})", highlight=False)
+    table = Table()
     table.add_column("#", justify="right")
     table.add_column("label")
     table.add_column("probability", justify="right")

@@ -13,7 +13,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +64,6 @@ class _LogTee(io.TextIOBase):
 class RunResult:
     summary: dict[str, Any]
     log: Path
-    failed_stage: str | None = None
-    errors: list[str] = field(default_factory=list)
 
 
 def run_local(settings: Settings, on_event: StageEvent | None = None) -> RunResult:
@@ -100,7 +98,7 @@ def run_local(settings: Settings, on_event: StageEvent | None = None) -> RunResu
     if failed is None and not outputs:
         failed = next((s for s, st in status.items() if st == "running"), "pipeline")
     summary = build_summary(settings, outputs, run_dir, log_path, started, failed, tee.user_errors)
-    return RunResult(summary=summary, log=log_path, failed_stage=failed, errors=tee.user_errors)
+    return RunResult(summary=summary, log=log_path)
 
 
 def _run_dir(pipeline_root: Path, since: float) -> Path | None:

@@ -18,7 +18,7 @@ def prepare_data(
     transform: Output[Artifact],
     quarantine: Output[Dataset],
     report: Output[HTML],
-) -> NamedTuple("Outputs", [("rows", str), ("mlflow_run_id", str), ("fingerprint", str)]):  # type: ignore[valid-type]  # noqa: UP014 - KFP reads this form
+) -> NamedTuple("Outputs", [("rows", str), ("mlflow_run_id", str), ("fingerprint", str)]):  # type: ignore[valid-type]
     """Read the sources, quarantine bad rows, split, and fit the feature transform.
 
     Args:

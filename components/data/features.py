@@ -66,8 +66,8 @@ def infer_schema(frame: pd.DataFrame, settings: DataSettings, classes: list[str]
     """Decide each column's role; explicit overrides in ``data.features`` win."""
     over = settings.features
     schema = FeatureSchema(target=settings.target, task="classification", classes=classes)
-    forced = {**{c: "numeric" for c in over.numeric}, **{c: "categorical" for c in over.categorical},
-              **{c: "text" for c in over.text}}
+    forced = {**dict.fromkeys(over.numeric, "numeric"),
+              **dict.fromkeys(over.categorical, "categorical"), **dict.fromkeys(over.text, "text")}
     for col in frame.columns:
         if col == settings.target:
             continue

@@ -20,7 +20,7 @@ from sklearn.model_selection import train_test_split
 
 from components.common.errors import UserError
 from components.common.settings import DataSettings, Source
-from components.data.features import FeatureSchema, build_transform, infer_schema
+from components.data.features import build_transform, infer_schema
 from components.data.sources import SourceTable, read_source
 
 MIN_ROWS_PER_CLASS = 5
@@ -106,12 +106,13 @@ def _class_labels(target: pd.Series) -> pd.Series:
 
 def check_task(target: pd.Series, settings: DataSettings) -> None:
     non_null = target.dropna()
-    if settings.task == "auto" and pd.api.types.is_float_dtype(target):
-        if not (non_null == non_null.round()).all() and non_null.nunique() > 20:
-            raise UserError(
-                f"target {settings.target!r} looks continuous ({non_null.nunique()} distinct "
-                "values); mlcycle trains classifiers: bin it, or set data.task: classification"
-            )
+    continuous = (pd.api.types.is_float_dtype(target) and non_null.nunique() > 20
+                  and not (non_null == non_null.round()).all())
+    if settings.task == "auto" and continuous:
+        raise UserError(
+            f"target {settings.target!r} looks continuous ({non_null.nunique()} distinct "
+            "values); mlcycle trains classifiers: bin it, or set data.task: classification"
+        )
     if non_null.nunique() > 200:
         raise UserError(
             f"target {settings.target!r} has {non_null.nunique()} classes; at most 200 are "
@@ -208,7 +209,7 @@ def prepare(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
         [*join_report["appended"], "+".join(join_report["appended"])])]
     report = {
         "rows": {"input": appended_input, "clean": len(clean),
-                 "quarantined": int(len(modeled_q))},
+                 "quarantined": len(modeled_q)},
         "splits": {"train": len(train), "val": len(val), "test": len(test)},
         "quarantine_reasons": quarantine[REASON_COL].value_counts().to_dict(),
         "sources": {t.name: {"rows": len(t.frame), "malformed": len(t.malformed),

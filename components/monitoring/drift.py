@@ -18,6 +18,7 @@ class DriftResult:
     drifted_columns: int
     threshold: float
     columns: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -25,24 +26,43 @@ class DriftResult:
 
 def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, schema: FeatureSchema,
                   drift_share: float, html_path: Path | None = None) -> DriftResult:
-    """Per-column drift tests on the model's inputs; the dataset drifts when at least
-    ``drift_share`` of its columns do (Evidently's rule)."""
+    """Per-column drift tests on the model's inputs (text by a domain classifier, all
+    offline); the dataset drifts when at least ``drift_share`` of its columns do
+    (Evidently's rule)."""
+    roles = {"numeric": [c for c in schema.numeric if c in current.columns],
+             "categorical": [c for c in schema.categorical if c in current.columns],
+             "text": [c for c in schema.text if c in current.columns]}
+    if not any(roles.values()):
+        raise ValueError("no input columns to compare")
+    try:
+        return _run(reference, current, roles, drift_share, html_path, {})
+    except ValueError as exc:
+        if not roles["text"] or "no terms remain" not in str(exc):
+            raise
+    # Evidently's text test prunes words found in almost every row; a text column with a
+    # tiny vocabulary leaves nothing, so it is reported as skipped rather than failing.
+    skipped = dict.fromkeys(roles["text"], "vocabulary too small for the text drift test")
+    return _run(reference, current, {**roles, "text": []}, drift_share, html_path, skipped)
+
+
+def _run(reference: pd.DataFrame, current: pd.DataFrame, roles: dict[str, list[str]],
+         drift_share: float, html_path: Path | None, skipped: dict[str, str]) -> DriftResult:
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    numeric = [c for c in schema.numeric if c in current.columns]
-    categorical = [c for c in schema.categorical if c in current.columns]
-    columns = numeric + categorical
-    if not columns:
-        raise ValueError("no numeric or categorical columns to compare")
-    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
+    columns = [c for cols in roles.values() for c in cols]
+    definition = DataDefinition(numerical_columns=roles["numeric"],
+                                categorical_columns=roles["categorical"],
+                                text_columns=roles["text"])
 
     def as_dataset(frame: pd.DataFrame) -> Any:
         frame = frame[columns].copy()
-        for col in numeric:
+        for col in roles["numeric"]:
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
-        for col in categorical:
+        for col in roles["categorical"]:
             frame[col] = frame[col].astype("string").str.strip().str.lower()
+        for col in roles["text"]:
+            frame[col] = frame[col].fillna("").astype(str)
         return Dataset.from_pandas(frame, data_definition=definition)
 
     report = Report([DataDriftPreset(columns=columns, drift_share=drift_share)],
@@ -51,7 +71,9 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, schema: Featur
     if html_path is not None:
         html_path.parent.mkdir(parents=True, exist_ok=True)
         snapshot.save_html(str(html_path))
-    return _parse(snapshot.dict(), drift_share)
+    result = _parse(snapshot.dict(), drift_share)
+    result.skipped = skipped
+    return result
 
 
 def _parse(data: dict[str, Any], drift_share: float) -> DriftResult:

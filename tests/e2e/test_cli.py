@@ -62,6 +62,24 @@ def test_missing_config_file_and_bad_predict_input(tmp_path: Path) -> None:
     assert result.returncode == 2 and "not valid JSON" in result.stderr
 
 
+def test_a_failing_stage_reports_its_reason_in_one_line(tmp_path: Path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"x": rng.normal(size=200), "price": rng.gamma(2, 10, 200)}).to_csv(
+        tmp_path / "prices.csv", index=False)
+    config = write_config(tmp_path, "data:\n  sources: [{name: p, uri: prices.csv}]\n"
+                                    "  target: price\n")
+    result = mlcycle("run", "--config", str(config), "--summary-json", "s.json", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "target 'price' looks continuous" in result.stderr
+    assert "(stage prepare-data, log " in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["status"] == "failed" and summary["failed_stage"] == "prepare-data"
+
+
 @pytest.mark.slow
 def test_user_dataset_with_only_sources_and_target(tmp_path: Path, penguins_csv: Path) -> None:
     """A user's own table: task and feature types inferred, everything else defaulted."""

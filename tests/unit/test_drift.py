@@ -7,6 +7,7 @@ from components.monitoring.drift import compute_drift
 
 SCHEMA = FeatureSchema(target="y", task="classification", classes=["a", "b"],
                        numeric=["n1", "n2", "n3"], categorical=["c1"])
+WORDS = np.array([f"w{i}" for i in range(300)])
 
 
 def table(n: int, seed: int, shift: float = 0.0, cats: tuple[str, ...] = ("a", "b", "c")
@@ -15,6 +16,30 @@ def table(n: int, seed: int, shift: float = 0.0, cats: tuple[str, ...] = ("a", "
     frame = pd.DataFrame({f"n{i}": rng.normal(shift, 1, n) for i in (1, 2, 3)})
     frame["c1"] = rng.choice(cats, n)
     return frame
+
+
+def test_text_columns_drift_when_the_vocabulary_changes() -> None:
+    schema = FeatureSchema(target="y", task="classification", classes=["a", "b"],
+                           numeric=["n1"], text=["body"])
+    rng = np.random.default_rng(0)
+
+    def texts(n: int, words: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame({"n1": rng.normal(size=n),
+                             "body": [" ".join(rng.choice(words, 6)) for _ in range(n)]})
+
+    launch = np.array([f"launch{i}" for i in range(300)])
+    same = compute_drift(texts(1200, WORDS), texts(1200, WORDS), schema, 0.5)
+    shifted = compute_drift(texts(1200, WORDS), texts(1200, np.r_[WORDS, launch]), schema, 0.5)
+    assert not same.columns["body"]["drift"]
+    assert shifted.columns["body"]["drift"] and shifted.dataset_drift
+
+
+def test_text_with_a_tiny_vocabulary_is_skipped_not_fatal() -> None:
+    schema = FeatureSchema(target="y", task="classification", classes=["a", "b"],
+                           numeric=["n1"], text=["body"])
+    frame = table(300, 1)[["n1"]].assign(body="same words every time")
+    result = compute_drift(frame, frame, schema, 0.5)
+    assert set(result.skipped) == {"body"} and set(result.columns) == {"n1"}
 
 
 @pytest.mark.parametrize(("current", "drift", "min_share", "max_share"), [

@@ -84,3 +84,12 @@ def test_rare_classes_are_quarantined_with_a_reason(tmp_path: Path) -> None:
     report = prepare(settings, paths(tmp_path / "o"))
     assert report["rows"] == {"input": 63, "clean": 60, "quarantined": 3}
     assert report["schema"]["classes"] == ["a", "b"]
+
+
+def test_example_request_fits_the_default_scenario(scenario: Path, tmp_path: Path) -> None:
+    report = prepare(DataSettings(sources=scenario_sources(scenario), target="category"),
+                     paths(tmp_path))
+    request = json.loads((Path(__file__).parents[2] / "examples/request.json").read_text())
+    inputs = {c for role in ("numeric", "categorical", "text", "datetime")
+              for c in report["schema"][role]}
+    assert request["rows"] and all(set(row) == inputs for row in request["rows"])
