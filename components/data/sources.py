@@ -68,12 +68,13 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _decode(source: Source, data: bytes) -> str:
-    encoding = source.options.get("encoding", "utf-8")
+    encoding = source.options.get("encoding", "utf-8-sig")  # utf-8, minus a spreadsheet's BOM
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as exc:
         raise UserError(
-            f"source {source.name!r}: not valid {encoding} at byte {exc.start}; "
+            f"source {source.name!r}: not valid {encoding.removesuffix('-sig')} at byte "
+            f"{exc.start}; "
             "set options.encoding (e.g. latin-1)"
         ) from exc
 

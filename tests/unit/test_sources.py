@@ -72,6 +72,12 @@ def test_sql_source_that_is_down(tmp_path: Path) -> None:
         read_source(src("postgresql://u:p@127.0.0.1:1/db", table="t"))
 
 
+def test_a_byte_order_mark_does_not_rename_the_first_column(tmp_path: Path) -> None:
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufeffa,y\n1,x\n".encode())
+    assert list(read_source(src(str(path))).frame.columns) == ["a", "y"]
+
+
 def test_parquet_and_jsonl(tmp_path: Path) -> None:
     frame = pd.DataFrame({"a": [1, 2], "y": ["x", "z"]})
     frame.to_parquet(tmp_path / "a.parquet")
