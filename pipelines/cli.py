@@ -308,12 +308,17 @@ def data_generate(
     out: Annotated[Path, typer.Option(help="Folder for the sources and manifest.json.")],
     rows: Annotated[int, typer.Option(min=100, help="Ticket rows.")] = 4000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    drift: Annotated[str | None, typer.Option(
+        help="Write a later, drifted batch: none, covariate, new_product or unit_change.")
+    ] = None,
 ) -> None:
     """Write the support-ticket scenario: CSV, SQLite and Parquet sources plus a manifest."""
-    from components.data.generate import generate
+    from components.data.generate import DRIFT_SCENARIOS, generate
 
+    if drift is not None and drift not in DRIFT_SCENARIOS:
+        raise _fail(f"--drift must be one of {', '.join(DRIFT_SCENARIOS)}")
     started = time.perf_counter()
-    manifest = generate(out, rows, seed)
+    manifest = generate(out, rows, seed, drift)
     console.print(f"wrote {out} in {time.perf_counter() - started:.1f}s: {manifest.rows} rows, "
                   f"Bayes-optimal accuracy {manifest.bayes_accuracy}")
 

@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
@@ -29,6 +30,20 @@ def scenario_sources(root: Path) -> list[dict[str, Any]]:
         {"name": "accounts", "uri": f"sqlite:///{root / 'accounts.db'}", "table": "accounts"},
         {"name": "telemetry", "uri": str(root / "telemetry.parquet")},
     ]
+
+
+def assert_no_pii(root: Path, values: list[str]) -> None:
+    """No planted PII value in any file under ``root`` (Parquet read back as text)."""
+    for path in root.rglob("*"):
+        if not path.is_file():
+            continue
+        try:
+            text = pd.read_parquet(path).to_csv()
+        except Exception:
+            text = path.read_bytes().decode("utf-8", errors="replace")
+        text = text.lower()
+        leaked = [v for v in values if v.lower() in text]
+        assert not leaked, f"{path} holds planted PII: {leaked[:3]}"
 
 
 def free_port() -> int:

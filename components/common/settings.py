@@ -59,8 +59,20 @@ class GenerateSettings(_Strict):
     seed: int = 7
 
 
+class PrivacySettings(_Strict):
+    """How PII is scrubbed before data reaches a model, MLflow, a report or a log."""
+
+    mode: Literal["mask", "pseudonymize"] = Field(
+        default="mask", description="mask: <EMAIL>; pseudonymize: keyed HMAC tokens."
+    )
+    key_env: str = Field(
+        default="MLCYCLE_PII_KEY", description="Environment variable holding the HMAC key."
+    )
+
+
 class DataSettings(_Strict):
     sources: list[Source] = Field(min_length=1)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     generate: GenerateSettings | None = None
     target: str
     task: Literal["auto", "classification"] = "auto"

@@ -18,6 +18,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from components.common.settings import DataSettings
+from components.data.privacy import mask_text
 
 _ID_HINTS = ("id", "uuid", "key")
 
@@ -125,8 +126,9 @@ def normalize_categories(frame: pd.DataFrame) -> np.ndarray:
 
 
 def fill_text(column: pd.Series | pd.DataFrame) -> np.ndarray:
+    """Text for the vectorizer, PII masked: serving scrubs request text the same way."""
     series = column.iloc[:, 0] if isinstance(column, pd.DataFrame) else column
-    return series.fillna("").astype(str).to_numpy()
+    return series.fillna("").astype(str).map(mask_text).to_numpy()
 
 
 def datetime_parts(frame: pd.DataFrame) -> np.ndarray:

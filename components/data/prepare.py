@@ -21,6 +21,7 @@ from sklearn.model_selection import train_test_split
 from components.common.errors import UserError
 from components.common.settings import DataSettings, Source
 from components.data.features import build_transform, infer_schema
+from components.data.privacy import scrub_sources
 from components.data.sources import SourceTable, read_source
 
 MIN_ROWS_PER_CLASS = 5
@@ -123,30 +124,86 @@ def check_task(target: pd.Series, settings: DataSettings) -> None:
 def validate_rows(
     frame: pd.DataFrame, settings: DataSettings, source: str
 ) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
-    """Quarantine rows that cannot be learned from: no label, exact duplicate, rare class."""
+    """Quarantine rows that cannot be learned from, each with its reason.
+
+    The checks run in a fixed order and each row is quarantined once, under the first
+    reason that applies: missing target, broken encoding, wrong type, impossible value,
+    exact duplicate, near duplicate, rare class.
+    """
     target = settings.target
-    quarantined = []
+    quarantined: list[pd.DataFrame] = []
     frame = frame.copy()
     frame[target] = _class_labels(frame[target])
-    missing = frame[target].isna() | (frame[target] == "")
-    quarantined.append(_quarantine(frame[missing], "missing target", source))
-    frame = frame[~missing]
-    dup = frame.duplicated(keep="first")
-    quarantined.append(_quarantine(frame[dup], "exact duplicate", source))
-    frame = frame[~dup]
+
+    def drop(mask: pd.Series, reason: str | pd.Series) -> None:
+        nonlocal frame
+        if isinstance(reason, pd.Series):
+            for why in reason[mask].unique():
+                quarantined.append(_quarantine(frame[mask & (reason == why)], str(why), source))
+        else:
+            quarantined.append(_quarantine(frame[mask], reason, source))
+        frame = frame[~mask]
+
+    drop(frame[target].isna() | (frame[target] == ""), "missing target")
+    text_cols = [c for c in frame.columns if frame[c].dtype == object]
+    broken = pd.Series(False, index=frame.index)
+    for col in text_cols:
+        broken |= frame[col].astype(str).str.contains(REPLACEMENT_CHAR, regex=False)
+    drop(broken, "broken encoding")
+    for col in _mostly_numbers(frame, target):
+        numbers = pd.to_numeric(frame[col], errors="coerce")
+        blank = frame[col].isna() | (frame[col].astype(str).str.strip() == "")
+        drop(~blank & numbers.isna(), f"wrong type in {col}: expected a number")
+        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    for col in frame.columns:
+        if col != target and pd.api.types.is_numeric_dtype(frame[col]):
+            negative = frame[col] < 0
+            if 0 < negative.mean() <= RARE_NEGATIVE_SHARE:
+                drop(negative, f"impossible value in {col}: negative")
+    drop(frame.duplicated(keep="first"), "exact duplicate")
+    drop(_normalized(frame).duplicated(keep="first"), "near duplicate")
     counts = frame[target].value_counts()
-    rare = frame[target].isin(counts[counts < MIN_ROWS_PER_CLASS].index)
-    quarantined.append(
-        _quarantine(frame[rare], f"target class with fewer than {MIN_ROWS_PER_CLASS} rows",
-                    source)
-    )
-    frame = frame[~rare]
+    drop(frame[target].isin(counts[counts < MIN_ROWS_PER_CLASS].index),
+         f"target class with fewer than {MIN_ROWS_PER_CLASS} rows")
     if frame[target].nunique() < 2:
         raise UserError(
             f"target {target!r} has fewer than 2 classes with {MIN_ROWS_PER_CLASS}+ rows; "
             "nothing to learn"
         )
     return frame.reset_index(drop=True), quarantined
+
+
+REPLACEMENT_CHAR = "\ufffd"
+NUMERIC_SHARE = 0.95
+"""A text column whose values are this often numbers is a numeric column with bad cells."""
+RARE_NEGATIVE_SHARE = 0.01
+"""Negatives this rare, in a column otherwise never negative, are impossible values."""
+
+
+def _mostly_numbers(frame: pd.DataFrame, target: str) -> list[str]:
+    """Text columns whose values are nearly all numbers: numeric columns with bad cells."""
+    out = []
+    for col in frame.columns:
+        if col == target or frame[col].dtype != object:
+            continue
+        present = frame[col].dropna().astype(str).str.strip()
+        present = present[present != ""]
+        if len(present) and pd.to_numeric(present, errors="coerce").notna().mean() >= \
+                NUMERIC_SHARE:
+            out.append(col)
+    return out
+
+
+def _normalized(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows as a person compares them: case and spacing ignored, and text ids (a text
+    column with a distinct value on every row) left out."""
+    keep = [c for c in frame.columns
+            if frame[c].dtype != object or frame[c].nunique(dropna=False) < len(frame)]
+    out = frame[keep].copy()
+    for col in keep:
+        if out[col].dtype == object:
+            out[col] = out[col].astype("string").str.lower().str.split().str.join(" ")
+    return out
 
 
 def split(frame: pd.DataFrame, settings: DataSettings) -> tuple[pd.DataFrame, ...]:
@@ -169,7 +226,7 @@ def fingerprint(frame: pd.DataFrame) -> str:
 
 def prepare(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
     """Run the whole stage; returns the data-quality report (also written to report_dir)."""
-    tables = read_sources(settings.sources)
+    tables, pii = scrub_sources(read_sources(settings.sources), settings.privacy)
     if settings.target not in tables[0].frame.columns:
         cols = ", ".join(map(str, tables[0].frame.columns[:20]))
         raise UserError(
@@ -215,6 +272,7 @@ def prepare(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
         "sources": {t.name: {"rows": len(t.frame), "malformed": len(t.malformed),
                              "columns": len(t.frame.columns)} for t in tables},
         "joins": join_report["joins"],
+        "pii": pii,
         "missing_values": {c: int(v) for c, v in clean.isna().sum().items() if v},
         "schema": schema.to_dict(),
         "class_balance": clean[settings.target].value_counts().to_dict(),
@@ -242,6 +300,8 @@ def write_report(report: dict[str, Any], out: Path) -> None:
         table("Quarantine reasons", report["quarantine_reasons"]),
         table("Sources", {k: json.dumps(v) for k, v in report["sources"].items()}),
         table("Joins", {j["source"]: json.dumps(j) for j in report["joins"]}),
+        table(f"PII scrubbed ({report['pii']['mode']})", report["pii"]["found"]),
+        table("PII fields", report["pii"]["fields"]),
         table("Missing values (clean rows, imputed)", report["missing_values"]),
         table("Feature roles", roles), table("Dropped columns", schema["dropped"]),
         table("Class balance", report["class_balance"]),

@@ -67,16 +67,27 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+BROKEN_LINE_LIMIT = 0.1
+"""More lines than this with undecodable bytes means the file has another encoding."""
+
+
 def _decode(source: Source, data: bytes) -> str:
+    """Decode; a few undecodable lines become U+FFFD (validation quarantines them), many
+    mean a wrong encoding, which is an error to fix in the config."""
     encoding = source.options.get("encoding", "utf-8-sig")  # utf-8, minus a spreadsheet's BOM
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise UserError(
-            f"source {source.name!r}: not valid {encoding.removesuffix('-sig')} at byte "
-            f"{exc.start}; "
-            "set options.encoding (e.g. latin-1)"
-        ) from exc
+        text = data.decode(encoding, errors="replace")
+        lines = text.splitlines() or [""]
+        broken = sum("\ufffd" in line for line in lines)
+        if broken / len(lines) > BROKEN_LINE_LIMIT:
+            raise UserError(
+                f"source {source.name!r}: not valid {encoding.removesuffix('-sig')} "
+                f"({broken} of {len(lines)} lines, first at byte {exc.start}); "
+                "set options.encoding (e.g. latin-1)"
+            ) from exc
+        return text
 
 
 def _read_csv(source: Source, nrows: int | None) -> SourceTable:

@@ -13,7 +13,7 @@ import pytest
 from components.common.settings import Settings
 from components.serving.deploy import read_endpoint, stop_endpoint
 from pipelines.runner import run_local
-from tests.conftest import FAST, free_port, scenario_sources
+from tests.conftest import FAST, assert_no_pii, free_port, scenario_sources
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +48,7 @@ def test_lifecycle_end_to_end(scenario: Path, tmp_path: Path) -> None:
         assert 0 <= summary["drift"]["drifted_share"] < 0.5
         for key in ("data_quality_report", "quarantine", "confusion_matrix", "drift_report"):
             assert Path(summary["artifacts"][key]).stat().st_size > 0, key
+        assert_no_pii(settings.workdir, manifest["pii"]["values"])  # runs, MLflow, reports, logs
         assert next(s for s, state in events if state == "SUCCESS") == "prepare-data"
 
         import mlflow

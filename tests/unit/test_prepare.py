@@ -8,7 +8,7 @@ import pytest
 from components.common.errors import UserError
 from components.common.settings import DataSettings
 from components.data.prepare import REASON_COL, PreparedPaths, prepare
-from tests.conftest import scenario_sources
+from tests.conftest import assert_no_pii, scenario_sources
 
 
 def paths(root: Path) -> PreparedPaths:
@@ -24,10 +24,26 @@ def test_scenario_rows_are_all_accounted_for(scenario: Path, tmp_path: Path) -> 
     assert rows["input"] == manifest["rows"]
     assert rows["input"] == rows["clean"] + rows["quarantined"]
     quarantine = pd.read_parquet(tmp_path / "q.pq")
-    reasons = quarantine[REASON_COL].value_counts()
+    reasons = quarantine[REASON_COL].value_counts().to_dict()
     planted = manifest["planted"]
-    assert reasons["malformed: wrong number of fields"] == planted["malformed_rows"]
-    assert reasons["missing target"] >= planted["missing_target"]
+    assert reasons == {  # every planted defect class found, each count exact
+        "malformed: wrong number of fields": planted["malformed_rows"],
+        "missing target": planted["missing_target"],
+        "broken encoding": planted["broken_encoding"],
+        "wrong type in first_response_min: expected a number": planted["wrong_type"],
+        "impossible value in first_response_min: negative": planted["impossible_value"],
+        "exact duplicate": planted["exact_duplicates"],
+        "near duplicate": planted["near_duplicates"],
+    }
+    assert report["missing_values"]["channel"] == planted["missing_channel"]
+    pii = manifest["pii"]
+    expected = dict(pii["text"])
+    for kind in ("person", "email"):  # one contact per customer, in a PII field
+        expected[kind] += manifest["customers"]
+    assert report["pii"]["found"] == expected
+    assert report["pii"]["fields"] == {"accounts.contact_name": "person",
+                                       "accounts.contact_email": "email"}
+    assert_no_pii(tmp_path, pii["values"])
     assert len(quarantine) == rows["quarantined"]
     splits = [pd.read_parquet(tmp_path / f"{s}.pq") for s in ("train", "val", "test")]
     assert sum(len(s) for s in splits) == rows["clean"]
@@ -36,7 +52,8 @@ def test_scenario_rows_are_all_accounted_for(scenario: Path, tmp_path: Path) -> 
     schema = report["schema"]
     assert "body" in schema["text"] and "plan" in schema["categorical"]
     assert "monthly_spend" in schema["numeric"] and "created_at" in schema["datetime"]
-    assert set(schema["dropped"]) == {"ticket_id", "customer_id"}
+    assert schema["dropped"] == {"ticket_id": "identifier", "customer_id": "identifier",
+                                 "contact_name": "constant", "contact_email": "constant"}
     assert (tmp_path / "report" / "data_quality.html").read_text().count("<table>") >= 5
 
 

@@ -1,0 +1,187 @@
+"""PII detection and scrubbing, before any row reaches a model, MLflow, a report or a log.
+
+Pattern recognizers (email, phone, credit card with a Luhn check, IP address) find PII in
+text; a column whose values are mostly one kind of PII is a PII field. Person names need
+NER, whose models cannot be downloaded here, so names are found only when they are known:
+the values of a person-name field (``contact_name``, say) become a deny-list for text,
+and a capitalized word after a known first name (Faker's ~16,000 first names across its
+locales, an offline gazetteer) is taken for a surname. Names outside both are missed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib
+import os
+import pkgutil
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+from typing import Any
+
+import pandas as pd
+
+from components.common.errors import UserError
+from components.common.settings import PrivacySettings
+from components.data.sources import SourceTable
+
+PATTERNS: dict[str, re.Pattern[str]] = {
+    "email": re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"),
+    # 4-4-4-4, Amex 4-6-5, or 13-19 digits in one run: a looser pattern would swallow
+    # the digits that follow a card (an IP, say), fail Luhn, and miss the card.
+    "credit_card": re.compile(r"\b(?:\d{4}[ -]?){3}\d{4}\b|\b\d{4}[ -]?\d{6}[ -]?\d{5}\b"
+                              r"|\b\d{13,19}\b"),
+    "ip_address": re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}"
+                             r"(?:25[0-5]|2[0-4]\d|1?\d?\d)\b"),
+    "phone": re.compile(r"(?<![\w.])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])"
+                        r"\d{3,4}[ .-]?\d{3,4}\b"),
+}
+"""Order matters: a card number is claimed before the phone pattern can see its digits."""
+FIELD_SHARE = 0.5
+"""A column is a PII field when at least this share of its values are one kind of PII."""
+_NAME = re.compile(r"^[A-Z][a-z'-]+(?: [A-Z][a-z'-]+)+$")
+_CAPITALIZED_PAIR = re.compile(r"\b([A-Z][a-z'-]+) ([A-Z][a-z'-]+)\b")
+
+
+@lru_cache(maxsize=1)
+def first_names() -> frozenset[str]:
+    """Given names from every Faker locale that writes them in ASCII."""
+    import faker.providers.person as person
+
+    names: set[str] = set()
+    for module in pkgutil.iter_modules(person.__path__):
+        try:
+            provider = importlib.import_module(f"{person.__name__}.{module.name}").Provider
+        except (ImportError, AttributeError):
+            continue
+        for attr in ("first_names", "first_names_male", "first_names_female"):
+            values = provider.__dict__.get(attr)
+            if isinstance(values, dict | tuple | list):
+                names.update(n for n in values if isinstance(n, str) and n.isascii()
+                             and n[:1].isupper() and n[1:].islower() and len(n) > 2)
+    return frozenset(names)
+
+
+def luhn_ok(digits: str) -> bool:
+    numbers = [int(d) for d in digits if d.isdigit()]
+    if not 13 <= len(numbers) <= 19:
+        return False
+    total = 0
+    for i, d in enumerate(reversed(numbers)):
+        d = d * 2 if i % 2 else d
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+class Scrubber:
+    """Replaces PII with ``<KIND>`` masks or keyed ``<KIND:token>`` pseudonyms, counting it."""
+
+    def __init__(self, settings: PrivacySettings, names: Iterable[str] = ()) -> None:
+        self.mode = settings.mode
+        self.counts: Counter[str] = Counter()
+        self.key = b""
+        if self.mode == "pseudonymize":
+            key = os.environ.get(settings.key_env, "")
+            if not key:
+                raise UserError(f"data.privacy.mode is pseudonymize: set {settings.key_env} "
+                                "to a secret key (it is never logged)")
+            self.key = key.encode()
+        known = sorted({n for n in names if n}, key=len, reverse=True)
+        self.names = (re.compile("|".join(re.escape(n) for n in known), re.IGNORECASE)
+                      if known else None)
+
+    def token(self, kind: str, value: str) -> str:
+        if self.mode == "mask":
+            return f"<{kind.upper()}>"
+        digest = hmac.new(self.key, value.strip().lower().encode(), hashlib.sha256)
+        return f"<{kind.upper()}:{digest.hexdigest()[:12]}>"
+
+    def _replacer(self, kind: str) -> Callable[[re.Match[str]], str]:
+        def replace(match: re.Match[str]) -> str:
+            value = match.group(0)
+            if kind == "credit_card" and not luhn_ok(value):
+                return value
+            self.counts[kind] += 1
+            return self.token(kind, value)
+
+        return replace
+
+    def text(self, value: str) -> str:
+        for kind, pattern in PATTERNS.items():
+            value = pattern.sub(self._replacer(kind), value)
+        if self.names is not None:
+            value = self.names.sub(self._replacer("person"), value)
+        return _CAPITALIZED_PAIR.sub(self._person_pair, value)
+
+    def _person_pair(self, match: re.Match[str]) -> str:
+        if match.group(1) not in first_names():
+            return match.group(0)
+        self.counts["person"] += 1
+        return self.token("person", match.group(0))
+
+    def column(self, values: pd.Series) -> pd.Series:
+        present = values.notna()
+        out = values.astype(object).copy()
+        out[present] = [self.text(str(v)) for v in values[present]]
+        return out
+
+
+def field_kind(values: pd.Series, name: str) -> str | None:
+    """The PII kind of a whole column, when most of its values are one."""
+    sample = values.dropna().astype(str).str.strip()
+    sample = sample[sample != ""].head(500)
+    if sample.empty:
+        return None
+    for kind, pattern in PATTERNS.items():
+        full = sample.map(lambda v, p=pattern: bool(p.fullmatch(v)))
+        if kind == "credit_card":
+            full &= sample.map(luhn_ok)
+        if full.mean() >= FIELD_SHARE:
+            return kind
+    if "name" in name.lower() and sample.map(lambda v: bool(_NAME.match(v))).mean() >= 0.8:
+        return "person"
+    return None
+
+
+def scrub_sources(tables: list[SourceTable], settings: PrivacySettings
+                  ) -> tuple[list[SourceTable], dict[str, Any]]:
+    """Scrub every text column (and every unparsed line) of every source; PII fields are
+    replaced whole. Returns the scrubbed tables and a report of what was found."""
+    fields = {(t.name, col): kind for t in tables for col in t.frame.columns
+              if t.frame[col].dtype == object
+              and (kind := field_kind(t.frame[col], col)) is not None}
+    names = [str(v) for t in tables for col in t.frame.columns
+             if fields.get((t.name, col)) == "person" for v in t.frame[col].dropna().unique()]
+    scrubber = Scrubber(settings, names)
+    out = []
+    for table in tables:
+        frame = table.frame.copy()
+        for col in frame.columns:
+            if frame[col].dtype != object:
+                continue
+            kind = fields.get((table.name, col))
+            if kind is None:
+                frame[col] = scrubber.column(frame[col])
+                continue
+            present = frame[col].notna()
+            scrubber.counts[kind] += int(present.sum())
+            frame.loc[present, col] = [scrubber.token(kind, str(v))
+                                       for v in frame.loc[present, col]]
+        out.append(SourceTable(table.name, frame, [scrubber.text(x) for x in table.malformed]))
+    report = {"found": dict(sorted(scrubber.counts.items())), "mode": settings.mode,
+              "fields": {f"{t}.{c}": k for (t, c), k in fields.items()},
+              "names": "known names only (person-name fields); no NER model offline"}
+    return out, report
+
+
+@lru_cache(maxsize=1)
+def _masker() -> Scrubber:
+    return Scrubber(PrivacySettings())
+
+
+def mask_text(value: str) -> str:
+    """Mask-mode scrubbing (no field names): the model's text transform applies it, so
+    serving sees request text the way training saw its own."""
+    return _masker().text(value)
