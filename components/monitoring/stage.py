@@ -12,6 +12,7 @@ from components.common import tracking
 from components.common.settings import Settings
 from components.data.features import FeatureSchema
 from components.data.prepare import integrate, read_sources
+from components.data.privacy import scrub_sources
 from components.monitoring.drift import compute_drift
 
 
@@ -20,7 +21,8 @@ def current_data(settings: Settings, fallback: Path) -> tuple[pd.DataFrame, str]
     sources = settings.monitoring.current
     if not sources:
         return pd.read_parquet(fallback), "test split"
-    frame, _, _ = integrate(read_sources(sources), sources)
+    tables, _ = scrub_sources(read_sources(sources), settings.data.privacy)
+    frame, _, _ = integrate(tables, sources)
     return frame, "+".join(s.name for s in sources)
 
 
