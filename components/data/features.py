@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.impute import SimpleImputer
@@ -139,10 +140,34 @@ def datetime_parts(frame: pd.DataFrame) -> np.ndarray:
     return np.column_stack(parts).astype(np.float64)
 
 
+class OutlierClipper(TransformerMixin, BaseEstimator):
+    """Clips each column to fences fitted on the training split (``k`` IQRs beyond the
+    quartiles), so a latency logged in the wrong unit cannot dominate the scaler."""
+
+    def __init__(self, k: float = 3.0) -> None:
+        self.k = k
+
+    def fit(self, x: np.ndarray, y: Any = None) -> OutlierClipper:
+        q1, q3 = np.nanpercentile(np.asarray(x, dtype=np.float64), [25, 75], axis=0)
+        spread = np.where(q3 > q1, q3 - q1, np.abs(q3) * 0.1 + 1e-9)
+        self.low_, self.high_ = q1 - self.k * spread, q3 + self.k * spread
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return np.clip(np.asarray(x, dtype=np.float64), self.low_, self.high_)
+
+    def outside(self, x: np.ndarray) -> np.ndarray:
+        """Per column, how many values the fences clip."""
+        values = np.asarray(x, dtype=np.float64)
+        return np.asarray(((values < self.low_) | (values > self.high_)).sum(axis=0))
+
+
 def build_transform(schema: FeatureSchema, settings: DataSettings) -> ColumnTransformer:
-    """Unfitted transform: imputation, scaling, one-hot and TF-IDF per role."""
+    """Unfitted transform: type coercion, outlier clipping, imputation and scaling for
+    numbers; one-hot for categories; PII-masked TF-IDF for text."""
     numeric_pipe = make_pipeline(
-        FunctionTransformer(to_numeric), SimpleImputer(strategy="median"), StandardScaler()
+        FunctionTransformer(to_numeric), OutlierClipper(), SimpleImputer(strategy="median"),
+        StandardScaler()
     )
     parts: list[tuple[str, Any, Any]] = []
     if schema.numeric:
@@ -172,6 +197,32 @@ def build_transform(schema: FeatureSchema, settings: DataSettings) -> ColumnTran
         )
         parts.append((f"text_{len(parts)}", text_pipe, [col]))
     return ColumnTransformer(parts, sparse_threshold=0.0)
+
+
+def outlier_counts(transform: ColumnTransformer, schema: FeatureSchema,
+                   frame: pd.DataFrame) -> dict[str, int]:
+    """Values outside the fitted fences, per numeric column (clipped when featurized)."""
+    if not schema.numeric:
+        return {}
+    clipper = transform.named_transformers_["numeric"][1]
+    present = [c in frame.columns for c in schema.numeric]
+    values = pd.DataFrame({c: frame[c] if c in frame.columns else np.nan for c in schema.numeric})
+    counts = clipper.outside(to_numeric(values))
+    return {c: int(n) for c, n, p in zip(schema.numeric, counts, present, strict=True) if n and p}
+
+
+def category_variants(frame: pd.DataFrame, columns: list[str]) -> dict[str, int]:
+    """Per column, values spelled unlike their category's usual spelling (``"pro "`` for
+    ``"Pro"``): normalization folds them together."""
+    out = {}
+    for col in columns:
+        raw = frame[col].dropna().astype(str)
+        key = raw.str.strip().str.lower()
+        usual = raw.groupby(key).agg(lambda s: s.value_counts().index[0])
+        n = int((raw != key.map(usual)).sum())
+        if n:
+            out[col] = n
+    return out
 
 
 def transform_frame(transform: ColumnTransformer, frame: pd.DataFrame) -> np.ndarray:

@@ -20,7 +20,12 @@ from sklearn.model_selection import train_test_split
 
 from components.common.errors import UserError
 from components.common.settings import DataSettings, Source
-from components.data.features import build_transform, infer_schema
+from components.data.features import (
+    build_transform,
+    category_variants,
+    infer_schema,
+    outlier_counts,
+)
 from components.data.privacy import scrub_sources
 from components.data.sources import SourceTable, read_source
 
@@ -274,6 +279,11 @@ def prepare(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
         "joins": join_report["joins"],
         "pii": pii,
         "missing_values": {c: int(v) for c, v in clean.isna().sum().items() if v},
+        # Counted in each source's own rows (a customer's row, not each ticket joined to it).
+        "outliers_clipped": {f"{t.name}.{c}": n for t in tables
+                             for c, n in outlier_counts(transform, schema, t.frame).items()},
+        "category_variants": {f"{t.name}.{c}": n for t in tables for c, n in category_variants(
+            t.frame, [c for c in schema.categorical if c in t.frame.columns]).items()},
         "schema": schema.to_dict(),
         "class_balance": clean[settings.target].value_counts().to_dict(),
         "fingerprint": fingerprint(train),
@@ -303,6 +313,8 @@ def write_report(report: dict[str, Any], out: Path) -> None:
         table(f"PII scrubbed ({report['pii']['mode']})", report["pii"]["found"]),
         table("PII fields", report["pii"]["fields"]),
         table("Missing values (clean rows, imputed)", report["missing_values"]),
+        table("Outliers (clipped to fences fitted on train)", report["outliers_clipped"]),
+        table("Category spellings normalized", report["category_variants"]),
         table("Feature roles", roles), table("Dropped columns", schema["dropped"]),
         table("Class balance", report["class_balance"]),
     ])

@@ -36,6 +36,12 @@ def test_scenario_rows_are_all_accounted_for(scenario: Path, tmp_path: Path) -> 
         "near duplicate": planted["near_duplicates"],
     }
     assert report["missing_values"]["channel"] == planted["missing_channel"]
+    assert report["category_variants"] == {"accounts.plan": planted["inconsistent_plan_labels"]}
+    # Planted outliers are all found; the lognormal's own tail may add a few (tolerance 2).
+    found = report["outliers_clipped"]["telemetry.avg_latency_ms"]
+    assert planted["latency_outliers"] <= found <= planted["latency_outliers"] + 2
+    missing_spend = report["missing_values"]["monthly_spend"]
+    assert missing_spend >= planted["missing_monthly_spend"]  # plus orphans' empty joins
     pii = manifest["pii"]
     expected = dict(pii["text"])
     for kind in ("person", "email"):  # one contact per customer, in a PII field

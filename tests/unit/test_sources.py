@@ -84,3 +84,23 @@ def test_parquet_and_jsonl(tmp_path: Path) -> None:
     frame.to_json(tmp_path / "a.jsonl", orient="records", lines=True)
     for name in ("a.parquet", "a.jsonl"):
         pd.testing.assert_frame_equal(read_source(src(str(tmp_path / name))).frame, frame)
+
+
+def test_http_source_over_loopback(tmp_path: Path) -> None:
+    import functools
+    import http.server
+    import threading
+
+    pd.DataFrame({"a": [1, 2, 3], "y": ["x", "y", "x"]}).to_csv(tmp_path / "d.csv", index=False)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        assert read_source(src(f"{base}/d.csv")).frame["a"].tolist() == [1, 2, 3]
+        with pytest.raises(UserError, match=r"source 's': (not found|cannot read)"):
+            read_source(src(f"{base}/missing.csv"))
+    finally:
+        server.shutdown()
+        server.server_close()
