@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pandas as pd
 from components.common.errors import UserError
 from components.common.settings import Source
 
+_BAD_LINE = re.compile(r"Skipping line (\d+)")
 _SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql", "oracle", "duckdb")
 
 
@@ -95,19 +98,20 @@ def _read_csv(source: Source, nrows: int | None) -> SourceTable:
     sep = source.options.get("sep")
     if sep is None:
         sep = "\t" if source.uri.lower().split("?")[0].endswith((".tsv", ".tsv.gz")) else ","
-    malformed: list[str] = []
-
-    def keep_bad(fields: list[str]) -> None:
-        malformed.append(sep.join(fields))
-        return None
-
+    # The C parser is ~10x faster than the python one, which alone takes a callable for
+    # bad lines; the C parser's warnings name them, and the raw lines are kept from those.
     try:
-        frame = pd.read_csv(
-            io.StringIO(text), sep=sep, engine="python", on_bad_lines=keep_bad,
-            nrows=nrows, skipinitialspace=False, quoting=csv.QUOTE_MINIMAL,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            frame = pd.read_csv(io.StringIO(text), sep=sep, on_bad_lines="warn", nrows=nrows,
+                                quoting=csv.QUOTE_MINIMAL)
     except pd.errors.EmptyDataError as exc:
         raise UserError(f"source {source.name!r}: {source.uri} has no header row") from exc
+    except pd.errors.ParserError as exc:
+        raise UserError(f"source {source.name!r}: not parseable as CSV: {_one_line(exc)}") from exc
+    numbers = [int(n) for w in caught for n in _BAD_LINE.findall(str(w.message))]
+    lines = text.split("\n") if numbers else []
+    malformed = [lines[n - 1].rstrip("\r") for n in numbers if n <= len(lines)]
     if frame.shape[1] == 1 and sep not in text.split("\n", 1)[0]:
         guess = next((c for c in (";", "\t", "|", ",") if c in text.split("\n", 1)[0]), None)
         hint = f"; it looks like {guess!r}: set options.sep" if guess else ""
