@@ -196,7 +196,9 @@ def build_transform(schema: FeatureSchema, settings: DataSettings) -> ColumnTran
                             min_df=1, dtype=np.float32),
         )
         parts.append((f"text_{len(parts)}", text_pipe, [col]))
-    return ColumnTransformer(parts, sparse_threshold=0.0)
+    # Sparse whenever TF-IDF is in it: fitting stacks every part's output, which dense
+    # would take rows x vocabulary x 8 bytes. Callers densify in batches they can afford.
+    return ColumnTransformer(parts, sparse_threshold=1.0)
 
 
 def outlier_counts(transform: ColumnTransformer, schema: FeatureSchema,
@@ -226,4 +228,7 @@ def category_variants(frame: pd.DataFrame, columns: list[str]) -> dict[str, int]
 
 
 def transform_frame(transform: ColumnTransformer, frame: pd.DataFrame) -> np.ndarray:
-    return np.asarray(transform.transform(frame), dtype=np.float32)
+    out = transform.transform(frame)
+    if hasattr(out, "toarray"):
+        out = out.toarray()
+    return np.asarray(out, dtype=np.float32)

@@ -3,9 +3,10 @@
 Pattern recognizers (email, phone, credit card with a Luhn check, IP address) find PII in
 text; a column whose values are mostly one kind of PII is a PII field. Person names need
 NER, whose models cannot be downloaded here, so names are found only when they are known:
-the values of a person-name field (``contact_name``, say) become a deny-list for text,
-and a capitalized word after a known first name (Faker's ~16,000 first names across its
-locales, an offline gazetteer) is taken for a surname. Names outside both are missed.
+the values of a person-name field (``contact_name``, say) become a deny-list for
+capitalized names in text, and a capitalized word after a known first name (Faker's
+~16,000 first names across its locales, an offline gazetteer) is taken for a surname.
+Names outside both are missed.
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+_MAYBE_PII = re.compile(r"@|\d{3}|\d\.\d|[A-Z][a-z'-]+ [A-Z]")
+"""Cheap test that a value could hold PII; values without it skip the full scan."""
+
+
 class Scrubber:
     """Replaces PII with ``<KIND>`` masks or keyed ``<KIND:token>`` pseudonyms, counting it."""
 
@@ -88,9 +93,7 @@ class Scrubber:
                 raise UserError(f"data.privacy.mode is pseudonymize: set {settings.key_env} "
                                 "to a secret key (it is never logged)")
             self.key = key.encode()
-        known = sorted({n for n in names if n}, key=len, reverse=True)
-        self.names = (re.compile("|".join(re.escape(n) for n in known), re.IGNORECASE)
-                      if known else None)
+        self.known = {n.strip().lower() for n in names if n}
 
     def token(self, kind: str, value: str) -> str:
         if self.mode == "mask":
@@ -98,34 +101,45 @@ class Scrubber:
         digest = hmac.new(self.key, value.strip().lower().encode(), hashlib.sha256)
         return f"<{kind.upper()}:{digest.hexdigest()[:12]}>"
 
-    def _replacer(self, kind: str) -> Callable[[re.Match[str]], str]:
-        def replace(match: re.Match[str]) -> str:
-            value = match.group(0)
-            if kind == "credit_card" and not luhn_ok(value):
-                return value
-            self.counts[kind] += 1
-            return self.token(kind, value)
+    def _scrub(self, value: str) -> tuple[str, Counter[str]]:
+        found: Counter[str] = Counter()
+        if not _MAYBE_PII.search(value):
+            return value, found
 
-        return replace
+        def replacer(kind: str) -> Callable[[re.Match[str]], str]:
+            def replace(match: re.Match[str]) -> str:
+                text = match.group(0)
+                if kind == "credit_card" and not luhn_ok(text):
+                    return text
+                if kind == "person" and not (text.lower() in self.known
+                                             or match.group(1) in first_names()):
+                    return text
+                found[kind] += 1
+                return self.token(kind, text)
+
+            return replace
+
+        for kind, pattern in PATTERNS.items():
+            value = pattern.sub(replacer(kind), value)
+        return _CAPITALIZED_PAIR.sub(replacer("person"), value), found
 
     def text(self, value: str) -> str:
-        for kind, pattern in PATTERNS.items():
-            value = pattern.sub(self._replacer(kind), value)
-        if self.names is not None:
-            value = self.names.sub(self._replacer("person"), value)
-        return _CAPITALIZED_PAIR.sub(self._person_pair, value)
-
-    def _person_pair(self, match: re.Match[str]) -> str:
-        if match.group(1) not in first_names():
-            return match.group(0)
-        self.counts["person"] += 1
-        return self.token("person", match.group(0))
+        out, found = self._scrub(value)
+        self.counts.update(found)
+        return out
 
     def column(self, values: pd.Series) -> pd.Series:
-        present = values.notna()
-        out = values.astype(object).copy()
-        out[present] = [self.text(str(v)) for v in values[present]]
-        return out
+        """Each distinct value is scanned once; counts still follow every occurrence."""
+        present = values.dropna().astype(str)
+        mapping = {}
+        for value, times in present.value_counts().items():
+            out, found = self._scrub(str(value))
+            for kind, n in found.items():
+                self.counts[kind] += n * int(times)
+            mapping[value] = out
+        result = values.astype(object).copy()
+        result[values.notna()] = present.map(mapping)
+        return result
 
 
 def field_kind(values: pd.Series, name: str) -> str | None:
