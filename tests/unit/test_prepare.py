@@ -116,3 +116,20 @@ def test_example_request_fits_the_default_scenario(scenario: Path, tmp_path: Pat
     inputs = {c for role in ("numeric", "categorical", "text", "datetime")
               for c in report["schema"][role]}
     assert request["rows"] and all(set(row) == inputs for row in request["rows"])
+
+
+@pytest.mark.slow
+def test_minilm_text_features_embed_meaning(tmp_path: Path) -> None:
+    from components.data.features import FeatureSchema, build_transform
+
+    frame = pd.DataFrame({"body": ["I was charged twice on my invoice",
+                                   "please refund the double payment on my bill",
+                                   "the app crashes as soon as it starts"]})
+    schema = FeatureSchema(target="y", task="classification", classes=["a", "b"],
+                           text=["body"])
+    settings = DataSettings(sources=[{"name": "d", "uri": "d.csv"}], target="y",
+                            text_features="minilm")
+    vectors = build_transform(schema, settings).fit(frame).transform(frame)
+    assert vectors.shape == (3, 384)
+    similarity = vectors @ vectors.T  # normalized embeddings: dot product is cosine
+    assert similarity[0, 1] > similarity[0, 2] + 0.1

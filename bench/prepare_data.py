@@ -1,0 +1,85 @@
+"""prepare_data throughput and memory against its floor, measured in the same run.
+
+The floor reads the same sources with the same connectors and writes them to Parquet,
+doing nothing else. Each phase runs in a fresh process so its peak memory is its own.
+
+    python bench/prepare_data.py --rows 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from components.common.settings import DataSettings
+from components.data.generate import generate
+from components.data.prepare import PreparedPaths, prepare, read_sources
+
+
+def _settings(root: Path) -> DataSettings:
+    return DataSettings(target="category", sources=[
+        {"name": "tickets", "uri": str(root / "tickets.csv")},
+        {"name": "accounts", "uri": f"sqlite:///{root / 'accounts.db'}", "table": "accounts"},
+        {"name": "telemetry", "uri": str(root / "telemetry.parquet")},
+    ])
+
+
+def _phase(name: str, root: Path, out: Path) -> dict[str, float]:
+    settings = _settings(root)
+    started = time.perf_counter()
+    if name == "floor":
+        tables = read_sources(settings.sources)
+        size = sum(int(t.frame.memory_usage(deep=True).sum()) for t in tables)
+        for table in tables:
+            table.frame.to_parquet(out / f"{table.name}.parquet", index=False)
+    else:
+        prepare(settings, PreparedPaths(out / "train.pq", out / "val.pq", out / "test.pq",
+                                        out / "q.pq", out / "transform", out / "report"))
+        size = 0
+    return {"seconds": time.perf_counter() - started, "data_bytes": size,
+            "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def _run_phase(name: str, root: Path) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as out:
+        proc = subprocess.run([sys.executable, __file__, "--phase", name, "--data", str(root),
+                               "--out", out], capture_output=True, text=True, check=True)
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--phase", choices=["floor", "prepare"])
+    parser.add_argument("--data", type=Path)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.phase:
+        print(json.dumps(_phase(args.phase, args.data, args.out)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "data"
+        started = time.perf_counter()
+        generate(root, rows=args.rows, seed=1)
+        print(f"generated {args.rows:,} ticket rows in {time.perf_counter() - started:.0f} s")
+        floor = _run_phase("floor", root)
+        result = _run_phase("prepare", root)
+    data_mb = floor["data_bytes"] / 2**20
+    print(f"data in memory (pandas, deep): {data_mb:,.0f} MiB")
+    for label, phase in (("floor   (read + write Parquet)", floor),
+                         ("prepare (engine pandas)       ", result)):
+        print(f"{label}: {phase['seconds']:7.1f} s  {args.rows / phase['seconds']:>10,.0f} rows/s"
+              f"  peak {phase['peak_bytes'] / 2**20:,.0f} MiB")
+    print(f"time vs floor:        {result['seconds'] / floor['seconds']:.2f}x (target <= 4x)")
+    print(f"peak memory vs data:  {result['peak_bytes'] / floor['data_bytes']:.2f}x (target <= 3x)")
+    print("engine ray: not implemented yet")
+
+
+if __name__ == "__main__":
+    main()
