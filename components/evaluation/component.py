@@ -25,7 +25,7 @@ def evaluate_model(
         test: The holdout split.
         metrics: Scalar holdout metrics.
         classification_metrics: Confusion matrix for the Kubeflow UI.
-        plots: Folder with metrics.json and confusion_matrix.png.
+        plots: Folder with metrics.json, confusion_matrix.png and curves.png.
 
     Returns:
         The holdout metrics as JSON.
@@ -40,7 +40,8 @@ def evaluate_model(
     with reported():
         result = run_evaluate(Settings.from_json(config_json), mlflow_run_id, Path(model.path),
                               Path(test.path), Path(plots.path))
-    for key in ("accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc", "log_loss"):
+    for key in ("accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc", "log_loss",
+                "ece"):
         if key in result:
             metrics.log_metric(key, round(result[key], 4))
     classification_metrics.log_confusion_matrix(result["classes"], result["confusion_matrix"])

@@ -36,22 +36,42 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray,
         else:
             out["roc_auc"] = float(skm.roc_auc_score(y_true, proba, multi_class="ovr",
                                                      average="macro", labels=labels))
-    per_class = skm.f1_score(y_true, y_pred, average=None, labels=labels, zero_division=0)
-    out["f1_per_class"] = {c: float(v) for c, v in zip(classes, per_class, strict=True)}
+    out["ece"] = expected_calibration_error(y_true, proba)
+    for name, fn in (("f1", skm.f1_score), ("precision", skm.precision_score),
+                     ("recall", skm.recall_score)):
+        per_class = fn(y_true, y_pred, average=None, labels=labels, zero_division=0)
+        out[f"{name}_per_class"] = {c: float(v) for c, v in zip(classes, per_class, strict=True)}
     out["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=labels).tolist()
     out["classes"] = classes
     return out
 
 
+def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
+    """Gap between confidence and accuracy, weighted over equal-width confidence bins."""
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y_true
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(ece)
+
+
 def evaluate_bundle(clf: Classifier, test: pd.DataFrame, out_dir: Path) -> dict[str, Any]:
-    """Score the test split; writes ``metrics.json`` and ``confusion_matrix.png``."""
+    """Score the test split; writes ``metrics.json``, ``confusion_matrix.png`` and
+    ``curves.png`` (ROC, precision-recall and reliability)."""
     index = {c: i for i, c in enumerate(clf.classes)}
     y_true = test[clf.schema.target].astype(str).map(index).to_numpy()
-    result = classification_metrics(y_true, clf.predict_proba(test), clf.classes)
+    proba = clf.predict_proba(test)
+    result = classification_metrics(y_true, proba, clf.classes)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
     plot_confusion(np.asarray(result["confusion_matrix"]), clf.classes,
                    out_dir / "confusion_matrix.png")
+    plot_curves(y_true, proba, clf.classes, out_dir / "curves.png")
     return result
 
 
@@ -73,6 +93,49 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
         ax.text(j, i, str(value), ha="center", va="center",
                 color="white" if value > limit else "black")
     ax.set_title("Confusion matrix (test split)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_curves(y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: Path) -> None:
+    """One-vs-rest ROC and precision-recall per class, and a reliability diagram."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (roc_ax, pr_ax, cal_ax) = plt.subplots(1, 3, figsize=(15, 4.5))
+    shown = classes if len(classes) > 2 else classes[1:]
+    for name in shown[:12]:  # beyond a dozen lines the plot helps nobody
+        k = classes.index(name)
+        positive = y_true == k
+        if positive.all() or not positive.any():
+            continue
+        fpr, tpr, _ = skm.roc_curve(positive, proba[:, k])
+        roc_ax.plot(fpr, tpr, label=f"{name} (AUC {skm.auc(fpr, tpr):.2f})")
+        precision, recall, _ = skm.precision_recall_curve(positive, proba[:, k])
+        pr_ax.plot(recall, precision, label=name)
+    roc_ax.plot([0, 1], [0, 1], "k:", linewidth=1)
+    roc_ax.set(title="ROC (one vs rest)", xlabel="false positive rate",
+               ylabel="true positive rate")
+    pr_ax.set(title="Precision-recall", xlabel="recall", ylabel="precision")
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y_true
+    edges = np.linspace(0, 1, 11)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, 9)
+    centers, accuracy = [], []
+    for b in range(10):
+        mask = which == b
+        if mask.any():
+            centers.append(confidence[mask].mean())
+            accuracy.append(correct[mask].mean())
+    cal_ax.plot([0, 1], [0, 1], "k:", linewidth=1)
+    cal_ax.plot(centers, accuracy, "o-")
+    cal_ax.set(title=f"Reliability (ECE {expected_calibration_error(y_true, proba):.3f})",
+               xlabel="confidence", ylabel="accuracy")
+    for ax in (roc_ax, pr_ax):
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

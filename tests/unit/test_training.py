@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from components.evaluation.evaluate import classification_metrics
@@ -78,3 +79,15 @@ def test_classifier_reports_missing_columns() -> None:
         assert "missing input column(s): x" in str(exc)
     else:
         raise AssertionError("expected a ValueError")
+
+
+def test_calibration_error_and_curves(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from components.evaluation.evaluate import expected_calibration_error, plot_curves
+
+    y = np.array([0, 1, 0, 1])
+    honest = np.array([[0.9, 0.1], [0.1, 0.9], [0.9, 0.1], [0.1, 0.9]])
+    assert expected_calibration_error(y, honest) == pytest.approx(0.1)
+    overconfident = np.array([[0.99, 0.01], [0.99, 0.01], [0.01, 0.99], [0.01, 0.99]])
+    assert expected_calibration_error(y, overconfident) == pytest.approx(0.49)  # half right
+    plot_curves(y, honest, ["no", "yes"], tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
