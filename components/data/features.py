@@ -21,9 +21,10 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from components.common.settings import DataSettings
-from components.data.privacy import mask_text
+from components.data.privacy import mask_texts
 
 _ID_HINTS = ("id", "uuid", "key")
+INFER_ROWS = 50_000
 
 
 @dataclass
@@ -67,7 +68,13 @@ def _datetime_share(values: pd.Series) -> float:
 
 
 def infer_schema(frame: pd.DataFrame, settings: DataSettings, classes: list[str]) -> FeatureSchema:
-    """Decide each column's role; explicit overrides in ``data.features`` win."""
+    """Decide each column's role; explicit overrides in ``data.features`` win.
+
+    Roles are read off at most ``INFER_ROWS`` rows (a seeded sample): more rows change
+    no role, and the text statistics are Python-speed.
+    """
+    if len(frame) > INFER_ROWS:
+        frame = frame.sample(INFER_ROWS, random_state=0)
     over = settings.features
     schema = FeatureSchema(target=settings.target, task="classification", classes=classes)
     forced = {**dict.fromkeys(over.numeric, "numeric"),
@@ -131,7 +138,7 @@ def normalize_categories(frame: pd.DataFrame) -> np.ndarray:
 def fill_text(column: pd.Series | pd.DataFrame) -> np.ndarray:
     """Text for the vectorizer, PII masked: serving scrubs request text the same way."""
     series = column.iloc[:, 0] if isinstance(column, pd.DataFrame) else column
-    return series.fillna("").astype(str).map(mask_text).to_numpy()
+    return mask_texts(series.fillna("").astype(str).to_numpy(dtype=object))
 
 
 def datetime_parts(frame: pd.DataFrame) -> np.ndarray:

@@ -1,9 +1,10 @@
+import numpy as np
 import pandas as pd
 import pytest
 
 from components.common.errors import UserError
 from components.common.settings import PrivacySettings
-from components.data.privacy import Scrubber, field_kind, luhn_ok, mask_text, scrub_sources
+from components.data.privacy import Scrubber, field_kind, luhn_ok, mask_texts, scrub_sources
 from components.data.sources import SourceTable
 
 MASK = PrivacySettings()
@@ -62,4 +63,6 @@ def test_fields_are_found_and_replaced_whole() -> None:
 
 
 def test_model_text_transform_masks_like_training() -> None:
-    assert mask_text("reach me at a@b.io") == "reach me at <EMAIL>"
+    texts = np.array(["reach me at a@b.io", "no pii here", "card 4111111111111111"], dtype=object)
+    assert mask_texts(texts).tolist() == ["reach me at <EMAIL>", "no pii here",
+                                          "card <CREDIT_CARD>"]
