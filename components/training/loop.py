@@ -60,9 +60,6 @@ class Batches:
             order = torch.arange(n)
         return order[self.rank :: self.world]
 
-    def __len__(self) -> int:
-        return -(-len(self._indices()) // self.batch_size)
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         idx = self._indices()
         for start in range(0, len(idx), self.batch_size):

@@ -35,7 +35,6 @@ class Scaling:
 class TrainOutcome:
     state_dict: dict[str, torch.Tensor]
     metrics: dict[str, float]
-    history: list[dict[str, float]]
 
 
 def save_features(path: Path, train: tuple[np.ndarray, np.ndarray],
@@ -179,10 +178,7 @@ def run_training(config: dict[str, Any], scaling: Scaling, storage: str, name: s
         raise RuntimeError("training finished without a checkpoint")
     with best.as_directory() as ckpt_dir:
         state = torch.load(Path(ckpt_dir) / "state.pt", map_location="cpu", weights_only=False)
-    history = [dict(m) for m in (result.metrics_dataframe.to_dict("records")
-                                 if result.metrics_dataframe is not None else [])]
-    return TrainOutcome(state_dict=state["model"], metrics=dict(result.metrics or {}),
-                        history=history)
+    return TrainOutcome(state_dict=state["model"], metrics=dict(result.metrics or {}))
 
 
 def scaling_for(workers: int, cpus_per_worker: int, use_gpu: bool | str) -> Scaling:
