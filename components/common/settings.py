@@ -147,6 +147,15 @@ class TuneSettings(_Strict):
         return space
 
 
+class EvaluationSettings(_Strict):
+    slices: list[str] = Field(
+        default_factory=list,
+        description="Columns to slice the holdout by; every categorical one with at most "
+                    "20 values when empty.",
+    )
+    min_slice_rows: int = Field(default=20, ge=1, description="Smaller slices are not scored.")
+
+
 class RegistrySettings(_Strict):
     model_name: str = "mlcycle-model"
     experiment: str = "mlcycle"
@@ -191,6 +200,7 @@ class Settings(BaseSettings):
     data: DataSettings
     train: TrainSettings = Field(default_factory=TrainSettings)
     tune: TuneSettings = Field(default_factory=TuneSettings)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)

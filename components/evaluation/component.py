@@ -41,7 +41,7 @@ def evaluate_model(
         result = run_evaluate(Settings.from_json(config_json), mlflow_run_id, Path(model.path),
                               Path(test.path), Path(plots.path))
     for key in ("accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc", "log_loss",
-                "ece"):
+                "ece", "max_slice_gap"):
         if key in result:
             metrics.log_metric(key, round(result[key], 4))
     classification_metrics.log_confusion_matrix(result["classes"], result["confusion_matrix"])

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from components.common.settings import EvaluationSettings
 from components.training.model import Classifier
 
 
@@ -60,13 +61,44 @@ def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int 
     return float(ece)
 
 
-def evaluate_bundle(clf: Classifier, test: pd.DataFrame, out_dir: Path) -> dict[str, Any]:
+def slice_accuracy(frame: pd.DataFrame, correct: np.ndarray, columns: list[str],
+                   min_rows: int) -> dict[str, dict[str, Any]]:
+    """Accuracy per value of each column, and the gap between its best and worst slice
+    (a fairness signal: a model can be accurate overall and poor for one region)."""
+    out: dict[str, dict[str, Any]] = {}
+    for col in columns:
+        if col not in frame.columns:
+            continue
+        values = frame[col].astype("string").str.strip().str.lower().fillna("(missing)")
+        scores = pd.Series(correct, index=frame.index).groupby(values.to_numpy()).agg(
+            ["mean", "size"])
+        scores = scores[scores["size"] >= min_rows]
+        if len(scores) < 2:
+            continue
+        out[col] = {"accuracy": {str(k): float(v) for k, v in scores["mean"].items()},
+                    "rows": {str(k): int(v) for k, v in scores["size"].items()},
+                    "gap": float(scores["mean"].max() - scores["mean"].min())}
+    return out
+
+
+def evaluate_bundle(clf: Classifier, test: pd.DataFrame, out_dir: Path,
+                    settings: EvaluationSettings | None = None) -> dict[str, Any]:
     """Score the test split; writes ``metrics.json``, ``confusion_matrix.png`` and
     ``curves.png`` (ROC, precision-recall and reliability)."""
+    settings = settings or EvaluationSettings()
     index = {c: i for i, c in enumerate(clf.classes)}
     y_true = test[clf.schema.target].astype(str).map(index).to_numpy()
     proba = clf.predict_proba(test)
     result = classification_metrics(y_true, proba, clf.classes)
+    columns = settings.slices or [c for c in clf.schema.categorical
+                                  if test[c].nunique() <= 20]
+    slices = slice_accuracy(test, proba.argmax(axis=1) == y_true, columns,
+                            settings.min_slice_rows)
+    if slices:
+        worst = max(slices, key=lambda c: slices[c]["gap"])
+        result["slices"] = slices
+        result["max_slice_gap"] = slices[worst]["gap"]
+        result["max_slice_gap_column"] = worst
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
     plot_confusion(np.asarray(result["confusion_matrix"]), clf.classes,

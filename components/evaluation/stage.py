@@ -15,7 +15,8 @@ from components.training.model import load_bundle
 
 def run_evaluate(settings: Settings, mlflow_run_id: str, bundle: Path, test: Path,
                  out_dir: Path) -> dict[str, Any]:
-    result = evaluate_bundle(load_bundle(bundle), pd.read_parquet(test), out_dir)
+    result = evaluate_bundle(load_bundle(bundle), pd.read_parquet(test), out_dir,
+                             settings.evaluation)
     import mlflow
 
     tracking.configure(settings)

@@ -91,3 +91,15 @@ def test_calibration_error_and_curves(tmp_path) -> None:  # type: ignore[no-unty
     assert expected_calibration_error(y, overconfident) == pytest.approx(0.49)  # half right
     plot_curves(y, honest, ["no", "yes"], tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_slices_show_where_the_model_is_worse() -> None:
+    from components.evaluation.evaluate import slice_accuracy
+
+    frame = pd.DataFrame({"region": ["EU"] * 50 + ["na "] * 30 + ["NA"] * 20 + ["APAC"] * 5,
+                          "plan": ["pro"] * 105})
+    correct = np.r_[np.ones(50), np.r_[np.ones(25), np.zeros(25)], np.ones(5)].astype(bool)
+    slices = slice_accuracy(frame, correct, ["region", "plan"], min_rows=10)
+    assert slices["region"]["accuracy"] == {"eu": 1.0, "na": 0.5}  # apac too small to score
+    assert slices["region"]["gap"] == 0.5
+    assert "plan" not in slices  # one slice: nothing to compare
