@@ -1,0 +1,51 @@
+"""Real datasets through the user-style config (only sources and target), trained with
+Ray Train exactly as train_model does, scored on the holdout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from components.common import tracking
+from components.common.settings import Settings
+from components.data.prepare import PreparedPaths, prepare
+from components.evaluation.evaluate import evaluate_bundle
+from components.training.model import load_bundle
+from components.training.stage import run_train
+
+pytestmark = pytest.mark.slow
+
+
+def _frame(name: str) -> tuple[pd.DataFrame, str]:
+    if name == "penguins":
+        from palmerpenguins import load_penguins
+
+        return load_penguins(), "species"
+    from sklearn import datasets
+
+    loader = {"breast_cancer": datasets.load_breast_cancer, "digits": datasets.load_digits}[name]
+    return loader(as_frame=True).frame, "target"
+
+
+@pytest.mark.parametrize(("name", "floor"), [
+    ("breast_cancer", 0.94), ("digits", 0.95), ("penguins", 0.95),
+])
+def test_holdout_accuracy_on_real_data(name: str, floor: float, tmp_path: Path) -> None:
+    frame, target = _frame(name)
+    frame.to_csv(tmp_path / f"{name}.csv", index=False)
+    settings = Settings(workdir=tmp_path / "work", ray={"num_cpus": 2},
+                        data={"sources": [{"name": name, "uri": str(tmp_path / f"{name}.csv")}],
+                              "target": target})
+    out = tmp_path / "prepared"
+    report = prepare(settings.data, PreparedPaths(out / "train.pq", out / "val.pq",
+                                                  out / "test.pq", out / "q.pq",
+                                                  out / "transform", out / "report"))
+    assert report["rows"]["input"] == len(frame)
+    parent = tracking.start_parent_run(settings, f"real-{name}")
+    run_train(settings, parent, {}, out / "train.pq", out / "val.pq", out / "transform",
+              tmp_path / "model")
+    metrics = evaluate_bundle(load_bundle(tmp_path / "model"), pd.read_parquet(out / "test.pq"),
+                              tmp_path / "eval")
+    assert metrics["accuracy"] >= floor, metrics["accuracy"]
