@@ -1,0 +1,42 @@
+"""Ray Train DDP with 2 CPU workers learns what 1 worker learns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.common.compute import ray_session
+from components.common.settings import Settings
+from components.training.ray_train import Scaling, run_training, save_features
+
+pytestmark = pytest.mark.slow
+
+
+def _blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, 8)).astype(np.float32)
+    x[:, :3] += 2.5 * np.eye(3, dtype=np.float32)[y]
+    return x, y.astype(np.int64)
+
+
+def test_two_workers_match_one(tmp_path: Path) -> None:
+    features = tmp_path / "features.npz"
+    save_features(features, _blobs(1200, 0), _blobs(400, 1))
+    config = {"loop": {"epochs": 8, "batch_size": 32, "lr": 3e-3, "weight_decay": 0.0,
+                       "patience": 8, "seed": 0},
+              "spec": {"n_features": 8, "n_classes": 3, "hidden": 32, "depth": 1,
+                       "dropout": 0.0},
+              "features_path": str(features)}
+    settings = Settings(workdir=tmp_path, ray={"num_cpus": 2},
+                        data={"sources": [{"name": "a", "uri": "a.csv"}], "target": "y"})
+    with ray_session(settings):
+        one = run_training(config, Scaling(workers=1), settings.ray_storage, "one")
+        two = run_training(config, Scaling(workers=2), settings.ray_storage, "two")
+    # Validation metrics are summed over both workers' shards, so they are comparable.
+    assert one.metrics["val_accuracy"] > 0.85
+    assert abs(one.metrics["val_accuracy"] - two.metrics["val_accuracy"]) < 0.03
+    assert abs(one.metrics["best_val_loss"] - two.metrics["best_val_loss"]) < 0.1
+    assert one.state_dict.keys() == two.state_dict.keys()  # no DDP "module." prefix
