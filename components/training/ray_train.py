@@ -80,7 +80,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics = {"train_loss": train_epoch(model, train_loader, optimizer, device),
                    **evaluate(model, val_loader, device)}
         improved = stopper.step(epoch, metrics["val_loss"])
-        metrics |= {"epoch": epoch, "best_val_loss": stopper.best}
+        metrics |= {"epoch": epoch, "best_val_loss": stopper.best, "resumed_from": start}
         logger.metrics(metrics, epoch)
         stop = stopper.should_stop or epoch == params.epochs - 1
         with tempfile.TemporaryDirectory() as tmp:
