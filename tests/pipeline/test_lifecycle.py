@@ -67,6 +67,21 @@ def test_lifecycle_end_to_end(scenario: Path, tmp_path: Path) -> None:
                                     f"tags.mlflow.parentRunId = '{run.info.run_id}'")
         assert len(trials) == FAST["tune"]["num_samples"] + 1  # trials + final training
         assert all("val_loss" in t.data.metrics for t in trials)
+        train_run = next(t for t in trials if t.info.run_name == "train")
+        assert {"lr", "hidden", "dropout", "weight_decay", "workers"} <= set(train_run.data.params)
+        history = client.get_metric_history(train_run.info.run_id, "val_loss")
+        assert len(history) >= 2 and [m.step for m in history] == sorted(m.step for m in history)
+        logged = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+        assert {"evaluation/confusion_matrix.png", "evaluation/curves.png",
+                "evaluation/metrics.json"} <= logged
+        assert run.data.metrics["test_accuracy"] == pytest.approx(summary["metrics"]["accuracy"])
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(settings.tracking_uri)
+        try:
+            info = mlflow.models.get_model_info(f"models:/tickets-test/{version.version}")
+        finally:
+            mlflow.set_tracking_uri(previous)
+        assert info.signature is not None and info.saved_input_example_info
 
         endpoint = read_endpoint(settings.workdir)
         assert endpoint is not None and endpoint.url == summary["endpoint"]
