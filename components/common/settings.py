@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -245,12 +246,22 @@ class Settings(BaseSettings):
             data["data"]["generate"]["out"] = str(Path(data["data"]["generate"]["out"]).resolve())
         return json.dumps(data, sort_keys=True)
 
+    def redacted(self) -> dict[str, Any]:
+        """The settings with passwords in source URIs masked, for MLflow and reports."""
+        data = json.loads(self.to_json())
+        for source in [*data["data"]["sources"], *data["monitoring"]["current"]]:
+            source["uri"] = _URI_PASSWORD.sub(r"\1***@", source["uri"])
+        return dict(data)
+
     def config_hash(self) -> str:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
     @classmethod
     def from_json(cls, text: str) -> Settings:
         return cls.model_validate_json(text)
+
+
+_URI_PASSWORD = re.compile(r"(://[^/:@]+:)[^/@]+@")
 
 
 def _absolute_uri(uri: str) -> str:

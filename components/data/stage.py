@@ -19,7 +19,7 @@ def run_prepare(settings: Settings, pipeline_run: str, train: Path, val: Path, t
     run_id = tracking.start_parent_run(settings, pipeline_run)
     client = mlflow.MlflowClient()
     client.log_artifacts(run_id, str(report_dir), "data_quality")
-    client.log_dict(run_id, settings.model_dump(mode="json"), "config.json")
+    client.log_dict(run_id, settings.redacted(), "config.json")
     rows = report["rows"]
     for key, value in rows.items():
         client.log_metric(run_id, f"rows_{key}", value)

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,10 @@ def test_json_round_trip_makes_paths_absolute(tmp_path: Path,
                     "s3://bucket/c.parquet"]
     assert back.workdir == tmp_path / ".mlcycle"
     assert back.config_hash() == Settings.from_json(back.to_json()).config_hash()
+
+
+def test_redacted_masks_passwords_in_source_uris() -> None:
+    s = Settings(data={"sources": [{"name": "a", "uri": "postgresql://bob:s3cret@db:5432/x",
+                                    "table": "t"}], "target": "y"})
+    text = json.dumps(s.redacted())
+    assert "s3cret" not in text and "postgresql://bob:***@db:5432/x" in text
