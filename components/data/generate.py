@@ -172,9 +172,9 @@ def generate(out: str | Path, rows: int = 4000, seed: int = 7,
         "category": np.array(CATEGORIES, dtype=object)[observed],
     })
 
-    planted, pii, broken = _plant_defects(rng, tickets, accounts, telemetry)
-    tickets = _add_duplicates(rng, tickets, planted)
-    _write(out, tickets, accounts, telemetry, broken, planted["malformed_rows"])
+    planted, pii, untouched = _plant_defects(rng, tickets, accounts, telemetry)
+    tickets = _add_duplicates(rng, tickets, untouched, planted)
+    _write(out, tickets, accounts, telemetry, planted)
     manifest = Manifest(
         seed=seed, rows=len(tickets) + planted["malformed_rows"], customers=n_customers,
         drift=drift, label_noise=label_noise, generic_share=generic_share,
@@ -192,8 +192,10 @@ BROKEN_MARK = "@@broken@@"
 
 
 def _plant_defects(rng: np.random.Generator, tickets: pd.DataFrame, accounts: pd.DataFrame,
-                   telemetry: pd.DataFrame) -> tuple[dict[str, int], dict[str, Any], int]:
-    """Plant defects in place, each on its own rows so every count is exact."""
+                   telemetry: pd.DataFrame
+                   ) -> tuple[dict[str, int], dict[str, Any], np.ndarray]:
+    """Plant defects in place, each on its own rows so every count is exact; returns the
+    counts, the planted PII, and the ticket rows left without any defect."""
     rows, n_customers = len(tickets), len(accounts)
     sizes = {"missing_target": rows // 200, "missing_channel": rows // 100,
              "orphan_customer_ids": rows // 400, "wrong_type": rows // 400,
@@ -204,7 +206,6 @@ def _plant_defects(rng: np.random.Generator, tickets: pd.DataFrame, accounts: pd
     slices, at = {}, 0
     for name, size in sizes.items():
         slices[name], at = order[at : at + size], at + size
-    tickets.attrs["untouched"] = order[at:]
 
     tickets.loc[slices["missing_target"], "category"] = None
     tickets.loc[slices["missing_channel"], "channel"] = None
@@ -258,14 +259,14 @@ def _plant_defects(rng: np.random.Generator, tickets: pd.DataFrame, accounts: pd
     pii = {"text": text_counts, "fields": {"contact_name": n_customers,
                                            "contact_email": n_customers},
            "values": sorted(set(pii_values))}
-    return planted, pii, sizes["broken_encoding"]
+    return planted, pii, order[at:]
 
 
-def _add_duplicates(rng: np.random.Generator, tickets: pd.DataFrame,
+def _add_duplicates(rng: np.random.Generator, tickets: pd.DataFrame, untouched: np.ndarray,
                     planted: dict[str, int]) -> pd.DataFrame:
     """Exact copies (a double export) and near copies (re-typed text, a new ticket id) of
     rows that carry no other defect."""
-    pool = rng.permutation(tickets.attrs.pop("untouched"))
+    pool = rng.permutation(untouched)
     n_exact, n_near = planted["exact_duplicates"], planted["near_duplicates"]
     exact = tickets.loc[pool[:n_exact]]
     near = tickets.loc[pool[n_exact : n_exact + n_near]].copy()
@@ -277,13 +278,13 @@ def _add_duplicates(rng: np.random.Generator, tickets: pd.DataFrame,
 
 
 def _write(out: Path, tickets: pd.DataFrame, accounts: pd.DataFrame,
-           telemetry: pd.DataFrame, broken: int, malformed: int) -> None:
+           telemetry: pd.DataFrame, planted: dict[str, int]) -> None:
     text = tickets.to_csv(index=False)
     data = text.encode().replace(BROKEN_MARK.encode(), b"caf\xe9 cr\xe8me")  # latin-1 bytes
-    if data.count(b"caf\xe9") != broken:
+    if data.count(b"caf\xe9") != planted["broken_encoding"]:
         raise RuntimeError("broken-encoding marker count changed")  # a generator bug
     bad_lines = "".join(f"TBAD{i:04d},C000001,2026-02-01 10:00,email,web-app,Hi,Broken,1,row,x\n"
-                        for i in range(malformed))
+                        for i in range(planted["malformed_rows"]))
     (out / "tickets.csv").write_bytes(data + bad_lines.encode())
     db_path = out / "accounts.db"
     db_path.unlink(missing_ok=True)

@@ -140,13 +140,9 @@ def validate_rows(
     frame = frame.copy()
     frame[target] = _class_labels(frame[target])
 
-    def drop(mask: pd.Series, reason: str | pd.Series) -> None:
+    def drop(mask: pd.Series, reason: str) -> None:
         nonlocal frame
-        if isinstance(reason, pd.Series):
-            for why in reason[mask].unique():
-                quarantined.append(_quarantine(frame[mask & (reason == why)], str(why), source))
-        else:
-            quarantined.append(_quarantine(frame[mask], reason, source))
+        quarantined.append(_quarantine(frame[mask], reason, source))
         frame = frame[~mask]
 
     drop(frame[target].isna() | (frame[target] == ""), "missing target")
@@ -159,7 +155,7 @@ def validate_rows(
         numbers = pd.to_numeric(frame[col], errors="coerce")
         blank = frame[col].isna() | (frame[col].astype(str).str.strip() == "")
         drop(~blank & numbers.isna(), f"wrong type in {col}: expected a number")
-        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+        frame[col] = numbers.loc[frame.index]
     for col in frame.columns:
         if col != target and pd.api.types.is_numeric_dtype(frame[col]):
             negative = frame[col] < 0
@@ -247,12 +243,9 @@ def prepare(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
             f"(columns: {cols})"
         )
     check_task(tables[0].frame[settings.target], settings)
-    primary_input = len(tables[0].frame) + len(tables[0].malformed)
-    appended_input = primary_input
     frame, quarantined, join_report = integrate(tables, settings.sources)
-    for table in tables[1:]:
-        if table.name in join_report["appended"]:
-            appended_input += len(table.frame) + len(table.malformed)
+    modeled_input = sum(len(t.frame) + len(t.malformed) for t in tables
+                        if t.name in join_report["appended"])
     clean, dropped = validate_rows(frame, settings, "+".join(join_report["appended"]))
     quarantined += dropped
     train, val, test = split(clean, settings)
@@ -278,7 +271,7 @@ def prepare(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
     modeled_q = quarantine[quarantine[SOURCE_COL].isin(
         [*join_report["appended"], "+".join(join_report["appended"])])]
     report = {
-        "rows": {"input": appended_input, "clean": len(clean),
+        "rows": {"input": modeled_input, "clean": len(clean),
                  "quarantined": len(modeled_q)},
         "splits": {"train": len(train), "val": len(val), "test": len(test)},
         "quarantine_reasons": quarantine[REASON_COL].value_counts().to_dict(),

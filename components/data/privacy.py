@@ -192,7 +192,7 @@ def scrub_sources(tables: list[SourceTable], settings: PrivacySettings
         out.append(SourceTable(table.name, frame, [scrubber.text(x) for x in table.malformed]))
     report = {"found": dict(sorted(scrubber.counts.items())), "mode": settings.mode,
               "fields": {f"{t}.{c}": k for (t, c), k in fields.items()},
-              "names": "known names only (person-name fields); no NER model offline"}
+              "names": "person-name fields and a first-name gazetteer; no NER model offline"}
     return out, report
 
 

@@ -131,6 +131,9 @@ def _read_sql(source: Source, nrows: int | None) -> SourceTable:
             raise UserError(f"source {source.name!r}: SQLite database not found: {db_path}")
     try:
         engine = sa.create_engine(uri)
+    except Exception as exc:  # malformed URL or a driver that is not installed
+        raise UserError(f"source {source.name!r}: SQL read failed: {_one_line(exc)}") from exc
+    try:
         with engine.connect() as conn:
             query = source.query
             if query is None:
@@ -151,8 +154,7 @@ def _read_sql(source: Source, nrows: int | None) -> SourceTable:
     except Exception as exc:
         raise UserError(f"source {source.name!r}: SQL read failed: {_one_line(exc)}") from exc
     finally:
-        if "engine" in locals():
-            engine.dispose()
+        engine.dispose()
     return SourceTable(source.name, frame)
 
 
