@@ -8,6 +8,7 @@ from typing import Any
 import bentoml
 import pandas as pd
 from bentoml.exceptions import BadInput
+from mlflow.exceptions import MlflowException
 from pydantic import Field
 
 from components.registry.pyfunc import conform
@@ -48,8 +49,8 @@ class Classifier:
             raise BadInput(f"rows lack field(s): {', '.join(missing)}")
         try:
             out = self.model.predict(conform(pd.DataFrame(rows), self.schema))
-        except Exception as exc:  # schema enforcement and coercion errors are the caller's
-            raise BadInput(_one_line(exc)) from exc
+        except (ValueError, MlflowException) as exc:  # coercion and schema errors: the
+            raise BadInput(_one_line(exc)) from exc  # caller's; anything else stays a 500
         probas = [c for c in out.columns if c.startswith("proba_")]
         predictions = [
             {"label": row["prediction"],
