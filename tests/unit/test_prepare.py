@@ -2,11 +2,13 @@ import json
 from pathlib import Path
 
 import joblib
+import numpy as np
 import pandas as pd
 import pytest
 
 from components.common.errors import UserError
 from components.common.settings import DataSettings
+from components.data.features import transform_frame
 from components.data.prepare import REASON_COL, PreparedPaths, prepare
 from tests.conftest import assert_no_pii, scenario_sources
 
@@ -72,10 +74,13 @@ def test_split_is_stratified_and_transform_applies_to_raw_rows(scenario: Path,
     share_test = test["category"].value_counts(normalize=True)
     assert (share_train - share_test).abs().max() < 0.05
     transform = joblib.load(tmp_path / "transform" / "transform.joblib")
-    raw = test.drop(columns="category").head(3).copy()
-    raw.loc[raw.index[0], "plan"] = " PRO "  # inconsistent casing maps to the known category
-    raw.loc[raw.index[1], "monthly_spend"] = None  # imputed, not rejected
-    assert transform.transform(raw).shape[0] == 3
+    row = test.drop(columns="category").head(1)
+    raw = pd.concat([row] * 3, ignore_index=True)
+    raw.loc[0, "plan"], raw.loc[1, "plan"] = "Pro", " PRO "  # one category, two spellings
+    raw.loc[2, "monthly_spend"] = None  # imputed, not rejected
+    features = transform_frame(transform, raw)
+    assert np.array_equal(features[0], features[1])
+    assert np.isfinite(features).all()
 
 
 def test_inconsistent_categories_collapse(tmp_path: Path) -> None:
