@@ -86,6 +86,9 @@ class DataSettings(_Strict):
         default="tfidf", description="minilm: all-MiniLM-L6-v2 sentence embeddings (offline)."
     )
     max_categories: int = Field(default=50, ge=2)
+    engine: Literal["pandas", "ray"] = Field(
+        default="pandas", description="ray: Ray Data, for data larger than memory."
+    )
 
     @field_validator("sources")
     @classmethod

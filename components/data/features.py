@@ -249,15 +249,17 @@ def outlier_counts(transform: ColumnTransformer, schema: FeatureSchema,
     return {c: int(n) for c, n, p in zip(schema.numeric, counts, present, strict=True) if n and p}
 
 
-def category_variants(frame: pd.DataFrame, columns: list[str]) -> dict[str, int]:
+def category_variants(spellings: dict[str, pd.Series]) -> dict[str, int]:
     """Per column, values spelled unlike their category's usual spelling (``"pro "`` for
-    ``"Pro"``): normalization folds them together."""
+    ``"Pro"``): normalization folds them together. ``spellings`` holds each column's
+    counts of raw values, which add up across blocks of rows."""
     out = {}
-    for col in columns:
-        raw = frame[col].dropna().astype(str)
-        key = raw.str.strip().str.lower()
-        usual = raw.groupby(key).agg(lambda s: s.value_counts().index[0])
-        n = int((raw != key.map(usual)).sum())
+    for col, counts in spellings.items():
+        counts = counts.groupby(level=0).sum()
+        ranked = counts.sort_index().sort_values(ascending=False, kind="stable")
+        key = pd.Series(ranked.index.astype(str), index=ranked.index).str.strip().str.lower()
+        usual = key.groupby(key.to_numpy()).head(1)  # the commonest spelling of each key
+        n = int(ranked[~ranked.index.isin(usual.index)].sum())
         if n:
             out[col] = n
     return out

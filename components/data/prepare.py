@@ -9,30 +9,31 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import joblib
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from components.common.errors import UserError
 from components.common.settings import DataSettings, Source
 from components.data.features import (
+    FeatureSchema,
     build_transform,
     category_variants,
     infer_schema,
     outlier_counts,
 )
-from components.data.privacy import scrub_sources
+from components.data.privacy import PLAN_ROWS, scrub_sources
 from components.data.sources import SourceTable, read_source
 
 MIN_ROWS_PER_CLASS = 5
 """A class needs a few rows to reach train, validation and test."""
 SOURCE_COL = "_source"
 REASON_COL = "_reason"
+EXACT, NEAR, SPLIT = "_exact", "_near", "_split"
 
 
 @dataclass
@@ -51,62 +52,95 @@ def read_sources(sources: list[Source]) -> list[SourceTable]:
     return [read_source(s) for s in sources]
 
 
-def _quarantine(frame: pd.DataFrame, reason: str, source: str) -> pd.DataFrame:
-    out = frame.astype("string").copy()
+def quarantined(frame: pd.DataFrame, reason: str, source: str) -> pd.DataFrame:
+    out = frame.drop(columns=[c for c in (EXACT, NEAR) if c in frame.columns])
+    out = out.astype("string")
     out[SOURCE_COL] = source
     out[REASON_COL] = reason
     return out
 
 
-def _malformed(table: SourceTable) -> pd.DataFrame:
+def malformed_rows(table: SourceTable) -> pd.DataFrame:
     return pd.DataFrame({"_raw": table.malformed, SOURCE_COL: table.name,
                          REASON_COL: "malformed: wrong number of fields"})
 
 
-def integrate(
-    tables: list[SourceTable], sources: list[Source]
-) -> tuple[pd.DataFrame, list[pd.DataFrame], dict[str, Any]]:
+@dataclass
+class Join:
+    """A source left-joined onto the modeled rows (held in memory: a dimension table)."""
+
+    name: str
+    right: pd.DataFrame
+    on: list[str]
+
+
+def plan_integration(tables: list[SourceTable], sources: list[Source], columns: list[str]
+                     ) -> tuple[list[str], list[Join], list[pd.DataFrame]]:
     """The first source is the modeled table; same-schema sources are appended to it,
-    the rest are left-joined on ``on`` or their shared columns."""
-    primary = tables[0].frame
-    quarantined = [_malformed(tables[0])]
-    report: dict[str, Any] = {"joins": []}
-    appended = [tables[0].name]
-    for table, source in zip(tables[1:], sources[1:], strict=True):
+    the rest are left-joined on ``on`` or their shared columns. Returns the appended
+    sources' names, the joins, and the rows quarantined for a duplicate join key."""
+    appended = [sources[0].name]
+    joins: list[Join] = []
+    rejected: list[pd.DataFrame] = []
+    for table, source in zip(tables, sources, strict=True):
+        if source.name == appended[0]:
+            continue
         right = table.frame
-        quarantined.append(_malformed(table))
-        if set(right.columns) == set(primary.columns):
-            primary = pd.concat([primary, right[primary.columns]], ignore_index=True)
+        if set(right.columns) == set(columns):
             appended.append(table.name)
             continue
-        keys = source.on or [c for c in right.columns if c in primary.columns]
+        keys = source.on or [c for c in right.columns if c in columns]
         if not keys:
             raise UserError(
                 f"source {table.name!r} shares no column with {appended[0]!r}; set on: [key]"
             )
-        missing = [k for k in keys if k not in right.columns or k not in primary.columns]
+        missing = [k for k in keys if k not in right.columns or k not in columns]
         if missing:
             raise UserError(f"source {table.name!r}: join key(s) {missing} not in both tables")
         dup = right.duplicated(subset=keys, keep="last")
         if dup.any():
-            quarantined.append(_quarantine(right[dup], f"duplicate join key in {table.name}",
-                                           table.name))
+            rejected.append(quarantined(right[dup], f"duplicate join key in {table.name}",
+                                        table.name))
             right = right[~dup]
-        merged = primary.merge(right, on=keys, how="left", suffixes=("", f"_{table.name}"),
-                               indicator=True)
-        orphans = int((merged["_merge"] == "left_only").sum())
-        primary = merged.drop(columns="_merge")
-        report["joins"].append({"source": table.name, "on": keys, "orphan_rows": orphans})
-    report["appended"] = appended
-    return primary, quarantined, report
+        joins.append(Join(table.name, right, keys))
+    return appended, joins, rejected
+
+
+def join_rows(frame: pd.DataFrame, joins: list[Join]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Left-join the dimension tables onto rows; counts the rows each join left empty."""
+    orphans = {}
+    for join in joins:
+        merged = frame.merge(join.right, on=join.on, how="left",
+                             suffixes=("", f"_{join.name}"), indicator=True)
+        orphans[join.name] = int((merged["_merge"] == "left_only").sum())
+        frame = merged.drop(columns="_merge")
+    return frame, orphans
+
+
+def integrate(tables: list[SourceTable], sources: list[Source]
+              ) -> tuple[pd.DataFrame, list[pd.DataFrame], dict[str, Any]]:
+    """All sources in memory, integrated into the modeled rows."""
+    appended, joins, rejected = plan_integration(tables, sources,
+                                                 list(tables[0].frame.columns))
+    frame = pd.concat([t.frame[tables[0].frame.columns] for t in tables if t.name in appended],
+                      ignore_index=True)
+    frame, orphans = join_rows(frame, joins)
+    report = {"appended": appended,
+              "joins": [{"source": j.name, "on": j.on, "orphan_rows": orphans[j.name]}
+                        for j in joins]}
+    return frame, [malformed_rows(t) for t in tables] + rejected, report
 
 
 def _class_labels(target: pd.Series) -> pd.Series:
-    """Labels as strings; numbers that are whole (``1.0``) read as ``"1"``."""
+    """Labels as strings; numbers that are whole (``1.0``) read as ``"1"``. Decided per
+    value, so every block of rows labels alike."""
     if pd.api.types.is_float_dtype(target):
-        whole = target.dropna() == target.dropna().round()
-        if whole.all():
-            return target.astype("Int64").astype("string")
+        values = target.to_numpy(dtype=float)
+        whole = np.isfinite(values) & (values == np.round(values))
+        out = pd.Series(target.astype("string"), index=target.index)
+        out[whole] = pd.Series(values[whole].astype(np.int64), index=target.index[whole]) \
+            .astype("string")
+        return out
     return target.astype("string").str.strip()
 
 
@@ -126,52 +160,221 @@ def check_task(target: pd.Series, settings: DataSettings) -> None:
         )
 
 
-def validate_rows(
-    frame: pd.DataFrame, settings: DataSettings, source: str
-) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
-    """Quarantine rows that cannot be learned from, each with its reason.
+@dataclass(frozen=True)
+class RowPlan:
+    """Column decisions made once, from the first rows or from counts over all of them,
+    so every block of rows is judged alike whichever engine runs it."""
 
-    The checks run in a fixed order and each row is quarantined once, under the first
-    reason that applies: missing target, broken encoding, wrong type, impossible value,
-    exact duplicate, near duplicate, rare class.
-    """
-    target = settings.target
-    quarantined: list[pd.DataFrame] = []
+    target: str
+    numeric: tuple[str, ...]
+    """Text columns of numbers with bad cells: converted, and the bad cells quarantined."""
+    ids: tuple[str, ...]
+    """Identifier columns, left out when rows are compared for near duplicates."""
+    negative: tuple[str, ...] = ()
+    """Columns whose rare negatives are impossible values."""
+
+
+def plan_rows(head: pd.DataFrame, target: str) -> RowPlan:
+    numeric = tuple(_mostly_numbers(head, target))
+    ids = tuple(c for c in head.columns if c != target and c not in numeric
+                and head[c].dtype == object and _looks_like_id(head[c]))
+    return RowPlan(target, numeric, ids)
+
+
+def _looks_like_id(values: pd.Series) -> bool:
+    """Distinct on (nearly: copies of a row repeat it) every row, and without spaces: a
+    key, not free text (which a near duplicate re-types but keeps)."""
+    present = values.dropna().astype(str)
+    return len(present) > 1 and present.nunique() >= ID_SHARE * len(present) \
+        and not present.str.contains(r"\s").any()
+
+
+def check_values(frame: pd.DataFrame, plan: RowPlan, source: str
+                 ) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """Quarantine rows that cannot be learned from, judged each on its own: missing
+    target, broken encoding, wrong type (in that order; a row is quarantined once)."""
+    target = plan.target
+    out: list[pd.DataFrame] = []
     frame = frame.copy()
     frame[target] = _class_labels(frame[target])
 
     def drop(mask: pd.Series, reason: str) -> None:
         nonlocal frame
-        quarantined.append(_quarantine(frame[mask], reason, source))
+        out.append(quarantined(frame[mask], reason, source))
         frame = frame[~mask]
 
     drop(frame[target].isna() | (frame[target] == ""), "missing target")
-    text_cols = [c for c in frame.columns if frame[c].dtype == object]
     broken = pd.Series(False, index=frame.index)
-    for col in text_cols:
-        broken |= frame[col].astype(str).str.contains(REPLACEMENT_CHAR, regex=False)
+    for col in frame.columns:
+        if frame[col].dtype == object:
+            broken |= frame[col].astype(str).str.contains(REPLACEMENT_CHAR, regex=False)
     drop(broken, "broken encoding")
-    for col in _mostly_numbers(frame, target):
+    for col in plan.numeric:
+        if col not in frame.columns:
+            continue
         numbers = pd.to_numeric(frame[col], errors="coerce")
         blank = frame[col].isna() | (frame[col].astype(str).str.strip() == "")
         drop(~blank & numbers.isna(), f"wrong type in {col}: expected a number")
-        frame[col] = numbers.loc[frame.index]
-    for col in frame.columns:
-        if col != target and pd.api.types.is_numeric_dtype(frame[col]):
-            negative = frame[col] < 0
-            if 0 < negative.mean() <= RARE_NEGATIVE_SHARE:
-                drop(negative, f"impossible value in {col}: negative")
-    drop(frame.duplicated(keep="first"), "exact duplicate")
-    drop(_normalized(frame).duplicated(keep="first"), "near duplicate")
-    counts = frame[target].value_counts()
-    drop(frame[target].isin(counts[counts < MIN_ROWS_PER_CLASS].index),
-         f"target class with fewer than {MIN_ROWS_PER_CLASS} rows")
-    if frame[target].nunique() < 2:
+        frame[col] = numbers.loc[frame.index].astype(np.float64)
+    return frame, out
+
+
+def negative_counts(frame: pd.DataFrame, target: str) -> dict[str, list[int]]:
+    """Per numeric column, [negatives, rows]: summed over blocks, they decide which
+    columns have impossible values."""
+    return {c: [int((frame[c] < 0).sum()), len(frame)] for c in frame.columns
+            if c != target and pd.api.types.is_numeric_dtype(frame[c])
+            and not pd.api.types.is_bool_dtype(frame[c])}
+
+
+def impossible_columns(counts: dict[str, list[int]]) -> tuple[str, ...]:
+    return tuple(c for c, (neg, n) in counts.items() if n and 0 < neg / n <= RARE_NEGATIVE_SHARE)
+
+
+def check_impossible(frame: pd.DataFrame, plan: RowPlan, source: str
+                     ) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    out = []
+    for col in plan.negative:
+        negative = frame[col] < 0
+        out.append(quarantined(frame[negative], f"impossible value in {col}: negative", source))
+        frame = frame[~negative]
+    return frame, out
+
+
+def add_keys(frame: pd.DataFrame, plan: RowPlan) -> pd.DataFrame:
+    """Content hashes of each row as it is (``_exact``) and as a person compares it
+    (``_near``: case and spacing ignored, identifier columns left out)."""
+    frame = frame.copy()
+    values = frame.copy()
+    for col in values.columns:  # None and NaN are one missing value in any engine
+        if values[col].dtype == object:
+            values[col] = values[col].fillna("\x00")
+    frame[EXACT] = pd.util.hash_pandas_object(values, index=False).to_numpy()
+    near = _normalized(values[[c for c in values.columns if c not in plan.ids]])
+    frame[NEAR] = pd.util.hash_pandas_object(near, index=False).to_numpy()
+    return frame
+
+
+@dataclass
+class Decisions:
+    """What the row keys decide, made once over all rows: which copy of a row is kept,
+    rare classes, the split, and the rows the transform is fitted on."""
+
+    winners: np.ndarray
+    """The kept row of each near-duplicate group (its ``_exact``)."""
+    repeated: np.ndarray
+    """``_exact`` values that occur more than once."""
+    rare: list[str]
+    cuts: dict[str, tuple[float, float]]
+    """Per class: rows with u <= the first cut are test, <= the second are validation."""
+    fit_cut: float
+    splits: dict[str, int]
+    class_balance: dict[str, int]
+    fingerprint: str
+
+
+def decide(keys: pd.DataFrame, settings: DataSettings, columns: list[str]) -> Decisions:
+    """Decisions from every row's keys and label (a few bytes a row)."""
+    target = settings.target
+    counts = keys[EXACT].value_counts()
+    reps = keys.drop_duplicates(EXACT)
+    winners = np.sort(reps.groupby(NEAR)[EXACT].min().to_numpy())
+    survivors = reps[reps[EXACT].isin(winners)]
+    sizes = survivors[target].value_counts()
+    rare = sorted(map(str, sizes[sizes < MIN_ROWS_PER_CLASS].index))
+    clean = survivors[~survivors[target].isin(rare)]
+    if clean[target].nunique() < 2:
         raise UserError(
             f"target {target!r} has fewer than 2 classes with {MIN_ROWS_PER_CLASS}+ rows; "
             "nothing to learn"
         )
-    return frame.reset_index(drop=True), quarantined
+    u = uniform(clean[EXACT].to_numpy(), settings.seed)
+    cuts = {}
+    split = np.full(len(clean), "train", dtype=object)
+    labels = clean[target].to_numpy()
+    for label in np.unique(labels):
+        mine = np.flatnonzero(labels == label)
+        ranked = np.sort(u[mine])
+        n_test = max(1, round(len(mine) * settings.test_size))
+        n_val = max(1, round(len(mine) * settings.val_size))
+        cuts[str(label)] = (float(ranked[n_test - 1]), float(ranked[n_test + n_val - 1]))
+    split = assign_split(labels, u, cuts)
+    train = clean[EXACT].to_numpy()[split == "train"]
+    v = np.sort(uniform(train, settings.seed + 1))
+    digest = hashlib.sha256("|".join(columns).encode() + np.sort(train).tobytes())
+    return Decisions(
+        winners=winners, repeated=np.sort(counts.index[counts > 1].to_numpy()), rare=rare,
+        cuts=cuts, fit_cut=float(v[min(FIT_ROWS, len(v)) - 1]),
+        splits={s: int((split == s).sum()) for s in ("train", "val", "test")},
+        class_balance={str(k): int(n) for k, n in clean[target].value_counts().items()},
+        fingerprint=digest.hexdigest()[:16],
+    )
+
+
+def uniform(keys: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded uniform number per row key (splitmix64): the split and the fit sample
+    follow row content, not row order, so engines and re-runs agree."""
+    x = keys.astype(np.uint64) ^ np.uint64(seed * 0x9E3779B97F4A7C15 % 2**64)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / 2.0**53
+
+
+def assign_split(labels: np.ndarray, u: np.ndarray, cuts: dict[str, tuple[float, float]]
+                 ) -> np.ndarray:
+    test_cut = np.array([cuts[str(x)][0] for x in labels])
+    val_cut = np.array([cuts[str(x)][1] for x in labels])
+    return np.where(u <= test_cut, "test", np.where(u <= val_cut, "val", "train")).astype(object)
+
+
+def finish_rows(frame: pd.DataFrame, dec: Decisions, settings: DataSettings, source: str
+                ) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """Deduplicate, drop rare classes and assign each kept row its split (``_split``).
+
+    Every copy of a repeated row must be in ``frame``: the first is kept or
+    quarantined as a near duplicate, the others are exact duplicates.
+    """
+    first = ~frame[EXACT].duplicated()
+    out = [quarantined(frame[~first], "exact duplicate", source)]
+    frame = frame[first]
+    winner = np.isin(frame[EXACT].to_numpy(), dec.winners)
+    out.append(quarantined(frame[~winner], "near duplicate", source))
+    frame = frame[winner]
+    rare = frame[settings.target].isin(dec.rare)
+    out.append(quarantined(frame[rare], f"target class with fewer than {MIN_ROWS_PER_CLASS} "
+                                        "rows", source))
+    frame = frame[~rare].copy()
+    frame[SPLIT] = assign_split(frame[settings.target].to_numpy(),
+                                uniform(frame[EXACT].to_numpy(), settings.seed), dec.cuts)
+    return frame, out
+
+
+def fit_sample(frame: pd.DataFrame, dec: Decisions, settings: DataSettings) -> pd.DataFrame:
+    """Training rows the transform is fitted on: all of them up to FIT_ROWS, else a
+    seeded sample of that many."""
+    pick = (frame[SPLIT] == "train") & \
+        (uniform(frame[EXACT].to_numpy(), settings.seed + 1) <= dec.fit_cut)
+    return frame[pick]
+
+
+def fit_transform(sample: pd.DataFrame, settings: DataSettings, dec: Decisions
+                  ) -> tuple[FeatureSchema, Any]:
+    sample = sample.sort_values(EXACT, kind="stable").reset_index(drop=True) \
+        .drop(columns=[EXACT, NEAR, SPLIT])
+    try:
+        schema = infer_schema(sample, settings, sorted(dec.class_balance))
+    except ValueError as exc:
+        raise UserError(f"data: {exc}") from exc
+    transform = build_transform(schema, settings)
+    transform.fit(sample[schema.inputs])
+    return schema, transform
+
+
+def missing_counts(frame: pd.DataFrame) -> dict[str, int]:
+    return {str(c): int(v) for c, v in frame.isna().sum().items()
+            if v and c not in (EXACT, NEAR, SPLIT)}
 
 
 REPLACEMENT_CHAR = "\ufffd"
@@ -179,17 +382,19 @@ NUMERIC_SHARE = 0.95
 """A text column whose values are this often numbers is a numeric column with bad cells."""
 RARE_NEGATIVE_SHARE = 0.01
 """Negatives this rare, in a column otherwise never negative, are impossible values."""
+ID_SHARE = 0.95
+FIT_ROWS = 100_000
+"""Enough rows to estimate medians, fences, vocabularies and category sets; fitting on
+more costs time and memory and changes little."""
 
 
 def _mostly_numbers(frame: pd.DataFrame, target: str) -> list[str]:
-    """Text columns whose values are nearly all numbers: numeric columns with bad cells.
-    Judged on a sample; the caller converts and checks every row of the ones found."""
+    """Text columns whose values are nearly all numbers: numeric columns with bad cells."""
     out = []
-    sample = frame.sample(min(len(frame), 20_000), random_state=0)
     for col in frame.columns:
         if col == target or frame[col].dtype != object:
             continue
-        present = sample[col].dropna().astype(str).str.strip()
+        present = frame[col].dropna().astype(str).str.strip()
         present = present[present != ""]
         if len(present) and pd.to_numeric(present, errors="coerce").notna().mean() >= \
                 NUMERIC_SHARE:
@@ -198,15 +403,12 @@ def _mostly_numbers(frame: pd.DataFrame, target: str) -> list[str]:
 
 
 def _normalized(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows as a person compares them: case and spacing ignored, and text ids (a text
-    column with a distinct value on every row) left out."""
+    """Rows as a person compares them: case and spacing ignored."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    keep = [c for c in frame.columns
-            if frame[c].dtype != object or frame[c].nunique(dropna=False) < len(frame)]
-    out = frame[keep].copy()
-    for col in keep:
+    out = frame.copy()
+    for col in out.columns:
         if out[col].dtype == object:  # vectorized in Arrow: Python string ops cost seconds
             text = pa.array(out[col].astype("string"), type=pa.large_string())
             text = pc.utf8_trim_whitespace(pc.replace_substring_regex(
@@ -215,84 +417,117 @@ def _normalized(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def split(frame: pd.DataFrame, settings: DataSettings) -> tuple[pd.DataFrame, ...]:
-    """Stratified train/validation/test with a fixed seed."""
-    y = frame[settings.target]
-    rest, test = train_test_split(frame, test_size=settings.test_size, stratify=y,
-                                  random_state=settings.seed)
-    val_share = settings.val_size / (1 - settings.test_size)
-    train, val = train_test_split(rest, test_size=val_share, stratify=rest[settings.target],
-                                  random_state=settings.seed)
-    return train.reset_index(drop=True), val.reset_index(drop=True), test.reset_index(drop=True)
+def source_report(tables: list[SourceTable], schema: FeatureSchema, transform: Any
+                  ) -> tuple[dict[str, int], dict[str, int]]:
+    """Outliers and category spellings, counted in each source's own rows (a customer's
+    row, not each ticket joined to it)."""
+    outliers, variants = {}, {}
+    for t in tables:
+        outliers.update({f"{t.name}.{c}": n
+                         for c, n in outlier_counts(transform, schema, t.frame).items()})
+        variants.update({f"{t.name}.{c}": n for c, n in category_variants(
+            spelling_counts(t.frame, schema)).items()})
+    return outliers, variants
 
 
-def fingerprint(frame: pd.DataFrame) -> str:
-    """Content hash of a table, independent of where it is stored."""
-    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-    cols = "|".join(map(str, frame.columns)).encode()
-    return hashlib.sha256(cols + hashed.tobytes()).hexdigest()[:16]
+def spelling_counts(frame: pd.DataFrame, schema: FeatureSchema) -> dict[str, pd.Series]:
+    return {c: frame[c].dropna().astype(str).value_counts() for c in schema.categorical
+            if c in frame.columns}
 
 
 def prepare(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
     """Run the whole stage; returns the data-quality report (also written to report_dir)."""
-    tables, pii = scrub_sources(read_sources(settings.sources), settings.privacy)
-    if settings.target not in tables[0].frame.columns:
-        cols = ", ".join(map(str, tables[0].frame.columns[:20]))
-        raise UserError(
-            f"target column {settings.target!r} not in source {tables[0].name!r} "
-            f"(columns: {cols})"
-        )
-    check_task(tables[0].frame[settings.target], settings)
-    frame, quarantined, join_report = integrate(tables, settings.sources)
-    modeled_input = sum(len(t.frame) + len(t.malformed) for t in tables
-                        if t.name in join_report["appended"])
-    clean, dropped = validate_rows(frame, settings, "+".join(join_report["appended"]))
-    quarantined += dropped
-    train, val, test = split(clean, settings)
-    classes = sorted(clean[settings.target].unique().tolist())
-    try:
-        schema = infer_schema(train, settings, classes)
-    except ValueError as exc:
-        raise UserError(f"data: {exc}") from exc
-    transform = build_transform(schema, settings)
-    transform.fit(train[schema.inputs])
+    if settings.engine == "ray":
+        from components.data.ray_engine import prepare_ray
 
-    for part, path in ((train, paths.train), (val, paths.val), (test, paths.test)):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part[[*schema.inputs, settings.target]].to_parquet(path, index=False)
-    quarantine = pd.concat([q for q in quarantined if len(q)], ignore_index=True) \
-        if any(len(q) for q in quarantined) else pd.DataFrame(columns=[SOURCE_COL, REASON_COL])
-    paths.quarantine.parent.mkdir(parents=True, exist_ok=True)
-    quarantine.astype("string").to_parquet(paths.quarantine, index=False)
-    paths.transform_dir.mkdir(parents=True, exist_ok=True)
-    joblib.dump(transform, paths.transform_dir / "transform.joblib")
-    (paths.transform_dir / "schema.json").write_text(json.dumps(schema.to_dict(), indent=2))
-
-    modeled_q = quarantine[quarantine[SOURCE_COL].isin(
-        [*join_report["appended"], "+".join(join_report["appended"])])]
-    report = {
-        "rows": {"input": modeled_input, "clean": len(clean),
-                 "quarantined": len(modeled_q)},
-        "splits": {"train": len(train), "val": len(val), "test": len(test)},
-        "quarantine_reasons": quarantine[REASON_COL].value_counts().to_dict(),
-        "sources": {t.name: {"rows": len(t.frame), "malformed": len(t.malformed),
-                             "columns": len(t.frame.columns)} for t in tables},
-        "joins": join_report["joins"],
-        "pii": pii,
-        "missing_values": {c: int(v) for c, v in clean.isna().sum().items() if v},
-        # Counted in each source's own rows (a customer's row, not each ticket joined to it).
-        "outliers_clipped": {f"{t.name}.{c}": n for t in tables
-                             for c, n in outlier_counts(transform, schema, t.frame).items()},
-        "category_variants": {f"{t.name}.{c}": n for t in tables for c, n in category_variants(
-            t.frame, [c for c in schema.categorical if c in t.frame.columns]).items()},
-        "schema": schema.to_dict(),
-        "class_balance": clean[settings.target].value_counts().to_dict(),
-        "fingerprint": fingerprint(train),
-    }
+        report = prepare_ray(settings, paths)
+    else:
+        report = _prepare_pandas(settings, paths)
     if report["rows"]["input"] != report["rows"]["clean"] + report["rows"]["quarantined"]:
         raise RuntimeError(f"row accounting broke: {report['rows']}")  # a bug, not user error
     write_report(report, paths.report_dir)
     return report
+
+
+def check_target(frame: pd.DataFrame, settings: DataSettings) -> None:
+    if settings.target not in frame.columns:
+        cols = ", ".join(map(str, frame.columns[:20]))
+        raise UserError(f"target column {settings.target!r} not in source "
+                        f"{settings.sources[0].name!r} (columns: {cols})")
+
+
+def _prepare_pandas(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
+    """The whole input in memory, as one block."""
+    tables, pii = scrub_sources(read_sources(settings.sources), settings.privacy)
+    check_target(tables[0].frame, settings)
+    check_task(tables[0].frame[settings.target], settings)
+    frame, rejected, join_report = integrate(tables, settings.sources)
+    source = "+".join(join_report["appended"])
+    plan = plan_rows(frame.head(PLAN_ROWS), settings.target)
+    frame, out = check_values(frame, plan, source)
+    plan = replace(plan, negative=impossible_columns(negative_counts(frame, settings.target)))
+    frame, more = check_impossible(frame, plan, source)
+    frame = add_keys(frame, plan)
+    dec = decide(frame[[EXACT, NEAR, settings.target]], settings,
+                 [c for c in frame.columns if c not in (EXACT, NEAR)])
+    frame, last = finish_rows(frame, dec, settings, source)
+    schema, transform = fit_transform(fit_sample(frame, dec, settings), settings, dec)
+    for part, path in ((s, getattr(paths, s)) for s in ("train", "val", "test")):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.loc[frame[SPLIT] == part, [*schema.inputs, settings.target]] \
+            .to_parquet(path, index=False)
+    parts = [q for q in [*rejected, *out, *more, *last] if len(q)]
+    quarantine = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    write_quarantine(quarantine, paths.quarantine)
+    save_transform(schema, transform, paths.transform_dir)
+    modeled = [t for t in tables if t.name in join_report["appended"]]
+    outliers, variants = source_report(tables, schema, transform)
+    return build_report(
+        settings, dec, schema, quarantine, pii, join_report["joins"],
+        {t.name: {"rows": len(t.frame), "malformed": len(t.malformed),
+                  "columns": len(t.frame.columns)} for t in tables},
+        modeled_input=sum(len(t.frame) + len(t.malformed) for t in modeled),
+        appended=join_report["appended"], missing=missing_counts(frame),
+        outliers=outliers, variants=variants)
+
+
+def write_quarantine(quarantine: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if quarantine.empty:
+        quarantine = pd.DataFrame(columns=[SOURCE_COL, REASON_COL])
+    quarantine.astype("string").to_parquet(path, index=False)
+
+
+def save_transform(schema: FeatureSchema, transform: Any, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    joblib.dump(transform, out / "transform.joblib")
+    (out / "schema.json").write_text(json.dumps(schema.to_dict(), indent=2))
+
+
+def build_report(settings: DataSettings, dec: Decisions, schema: FeatureSchema,
+                 quarantine: pd.DataFrame, pii: dict[str, Any], joins: list[dict[str, Any]],
+                 sources: dict[str, Any], *, modeled_input: int, appended: list[str],
+                 missing: dict[str, int], outliers: dict[str, int], variants: dict[str, int]
+                 ) -> dict[str, Any]:
+    reasons = quarantine[REASON_COL].value_counts() if len(quarantine) else pd.Series()
+    modeled = quarantine[quarantine[SOURCE_COL].isin([*appended, "+".join(appended)])] \
+        if len(quarantine) else quarantine
+    clean = sum(dec.splits.values())
+    return {
+        "engine": settings.engine,
+        "rows": {"input": modeled_input, "clean": clean, "quarantined": len(modeled)},
+        "splits": dec.splits,
+        "quarantine_reasons": {str(k): int(v) for k, v in reasons.items()},
+        "sources": sources,
+        "joins": joins,
+        "pii": pii,
+        "missing_values": missing,
+        "outliers_clipped": outliers,
+        "category_variants": variants,
+        "schema": schema.to_dict(),
+        "class_balance": dec.class_balance,
+        "fingerprint": dec.fingerprint,
+    }
 
 
 def write_report(report: dict[str, Any], out: Path) -> None:
@@ -336,10 +571,6 @@ def _jsonable(value: Any) -> Any:
 def check_sources(settings: DataSettings, current: list[Source]) -> None:
     """Fail fast, before any stage starts: every source opens and the target exists."""
     heads = [read_source(s, nrows=50) for s in settings.sources]
-    columns = list(heads[0].frame.columns)
-    if settings.target not in columns:
-        shown = ", ".join(map(str, columns[:20]))
-        raise UserError(f"target column {settings.target!r} not in source "
-                        f"{settings.sources[0].name!r} (columns: {shown})")
+    check_target(heads[0].frame, settings)
     for source in current:
         read_source(source, nrows=50)

@@ -165,35 +165,58 @@ def field_kind(values: pd.Series, name: str) -> str | None:
     return None
 
 
+PLAN_ROWS = 20_000
+"""Column-level decisions (PII fields here, column roles in validation) read a table's
+first rows, so every engine and every block of rows makes the same ones."""
+
+
+def find_fields(heads: dict[str, pd.DataFrame]) -> dict[tuple[str, str], str]:
+    """PII fields of each table, judged on its first rows."""
+    return {(name, col): kind for name, frame in heads.items() for col in frame.columns
+            if frame[col].dtype == object
+            and (kind := field_kind(frame[col], col)) is not None}
+
+
+def scrub_frame(frame: pd.DataFrame, table: str, fields: dict[tuple[str, str], str],
+                scrubber: Scrubber) -> pd.DataFrame:
+    """Scrub every text column of one table (or one block of its rows); PII fields are
+    replaced whole."""
+    frame = frame.copy()
+    for col in frame.columns:
+        if frame[col].dtype != object:
+            continue
+        kind = fields.get((table, col))
+        if kind is None:
+            frame[col] = scrubber.column(frame[col])
+            continue
+        present = frame[col].notna()
+        scrubber.counts[kind] += int(present.sum())
+        frame.loc[present, col] = [scrubber.token(kind, str(v)) for v in frame.loc[present, col]]
+    return frame
+
+
+def privacy_report(counts: Counter[str], fields: dict[tuple[str, str], str],
+                   settings: PrivacySettings) -> dict[str, Any]:
+    return {"found": dict(sorted(counts.items())), "mode": settings.mode,
+            "fields": {f"{t}.{c}": k for (t, c), k in fields.items()},
+            "names": "person-name fields and a first-name gazetteer; no NER model offline"}
+
+
 def scrub_sources(tables: list[SourceTable], settings: PrivacySettings
                   ) -> tuple[list[SourceTable], dict[str, Any]]:
-    """Scrub every text column (and every unparsed line) of every source; PII fields are
-    replaced whole. Returns the scrubbed tables and a report of what was found."""
-    fields = {(t.name, col): kind for t in tables for col in t.frame.columns
-              if t.frame[col].dtype == object
-              and (kind := field_kind(t.frame[col], col)) is not None}
-    names = [str(v) for t in tables for col in t.frame.columns
-             if fields.get((t.name, col)) == "person" for v in t.frame[col].dropna().unique()]
-    scrubber = Scrubber(settings, names)
-    out = []
-    for table in tables:
-        frame = table.frame.copy()
-        for col in frame.columns:
-            if frame[col].dtype != object:
-                continue
-            kind = fields.get((table.name, col))
-            if kind is None:
-                frame[col] = scrubber.column(frame[col])
-                continue
-            present = frame[col].notna()
-            scrubber.counts[kind] += int(present.sum())
-            frame.loc[present, col] = [scrubber.token(kind, str(v))
-                                       for v in frame.loc[present, col]]
-        out.append(SourceTable(table.name, frame, [scrubber.text(x) for x in table.malformed]))
-    report = {"found": dict(sorted(scrubber.counts.items())), "mode": settings.mode,
-              "fields": {f"{t}.{c}": k for (t, c), k in fields.items()},
-              "names": "person-name fields and a first-name gazetteer; no NER model offline"}
-    return out, report
+    """Scrub every text column (and every unparsed line) of every source held in memory.
+    Returns the scrubbed tables and a report of what was found."""
+    fields = find_fields({t.name: t.frame.head(PLAN_ROWS) for t in tables})
+    scrubber = Scrubber(settings, person_names(tables, fields))
+    out = [SourceTable(t.name, scrub_frame(t.frame, t.name, fields, scrubber),
+                       [scrubber.text(x) for x in t.malformed]) for t in tables]
+    return out, privacy_report(scrubber.counts, fields, settings)
+
+
+def person_names(tables: list[SourceTable], fields: dict[tuple[str, str], str]) -> list[str]:
+    """The values of person-name fields: a deny-list for names in free text."""
+    return [str(v) for t in tables for col in t.frame.columns
+            if fields.get((t.name, col)) == "person" for v in t.frame[col].dropna().unique()]
 
 
 @lru_cache(maxsize=1)
