@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from components.common.settings import Settings
+from components.common.settings import RaySettings
 
 _RAY_ENV = {
     "RAY_TRAIN_V2_ENABLED": "1",
@@ -41,7 +41,7 @@ def _worker_setup() -> None:
 
 
 @contextmanager
-def ray_session(settings: Settings, trial_slots: int = 0) -> Iterator[int]:
+def ray_session(settings: RaySettings, trial_slots: int = 0) -> Iterator[int]:
     """Start or join Ray for one stage; yields the CPUs available to it.
 
     ``trial_slots`` adds a zero-CPU custom resource so Tune's trial drivers don't
@@ -56,10 +56,10 @@ def ray_session(settings: Settings, trial_slots: int = 0) -> Iterator[int]:
         "logging_level": logging.WARNING,
         "runtime_env": {"worker_process_setup_hook": _worker_setup},
     }
-    if settings.ray.address:
-        ray.init(address=settings.ray.address, **kwargs)
+    if settings.address:
+        ray.init(address=settings.address, **kwargs)
     else:
-        num_cpus = settings.ray.num_cpus or os.cpu_count() or 1
+        num_cpus = settings.num_cpus or os.cpu_count() or 1
         resources = {"TRIAL_DRIVER": float(trial_slots)} if trial_slots else None
         ray.init(num_cpus=num_cpus, resources=resources, **kwargs)
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,9 @@ def check_values(frame: pd.DataFrame, plan: RowPlan, source: str
     out: list[pd.DataFrame] = []
     frame = frame.copy()
     frame[target] = _class_labels(frame[target])
+    for col in frame.columns:  # a column of whole numbers is float where a block has a gap
+        if pd.api.types.is_integer_dtype(frame[col]):
+            frame[col] = frame[col].astype(np.float64)
 
     def drop(mask: pd.Series, reason: str) -> None:
         nonlocal frame
@@ -483,7 +487,7 @@ def _prepare_pandas(settings: DataSettings, paths: PreparedPaths) -> dict[str, A
     modeled = [t for t in tables if t.name in join_report["appended"]]
     outliers, variants = source_report(tables, schema, transform)
     return build_report(
-        settings, dec, schema, quarantine, pii, join_report["joins"],
+        settings, dec, schema, quarantine_counts(quarantine), pii, join_report["joins"],
         {t.name: {"rows": len(t.frame), "malformed": len(t.malformed),
                   "columns": len(t.frame.columns)} for t in tables},
         modeled_input=sum(len(t.frame) + len(t.malformed) for t in modeled),
@@ -495,7 +499,14 @@ def write_quarantine(quarantine: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if quarantine.empty:
         quarantine = pd.DataFrame(columns=[SOURCE_COL, REASON_COL])
+    quarantine = quarantine[quarantine_columns(list(quarantine.columns))]
     quarantine.astype("string").to_parquet(path, index=False)
+
+
+def quarantine_columns(names: list[str]) -> list[str]:
+    """The rows' own columns, then the raw text of lines that did not parse, then why."""
+    tail = ["_raw", SOURCE_COL, REASON_COL]
+    return [n for n in names if n not in tail] + [n for n in tail if n in names]
 
 
 def save_transform(schema: FeatureSchema, transform: Any, out: Path) -> None:
@@ -504,26 +515,36 @@ def save_transform(schema: FeatureSchema, transform: Any, out: Path) -> None:
     (out / "schema.json").write_text(json.dumps(schema.to_dict(), indent=2))
 
 
+def quarantine_counts(quarantine: pd.DataFrame) -> Counter[tuple[str, str]]:
+    """Quarantined rows per (source, reason): they add up across blocks."""
+    if quarantine.empty:
+        return Counter()
+    pairs = quarantine.groupby([SOURCE_COL, REASON_COL]).size()
+    return Counter({(str(s), str(r)): int(n) for (s, r), n in pairs.items()})
+
+
 def build_report(settings: DataSettings, dec: Decisions, schema: FeatureSchema,
-                 quarantine: pd.DataFrame, pii: dict[str, Any], joins: list[dict[str, Any]],
-                 sources: dict[str, Any], *, modeled_input: int, appended: list[str],
-                 missing: dict[str, int], outliers: dict[str, int], variants: dict[str, int]
-                 ) -> dict[str, Any]:
-    reasons = quarantine[REASON_COL].value_counts() if len(quarantine) else pd.Series()
-    modeled = quarantine[quarantine[SOURCE_COL].isin([*appended, "+".join(appended)])] \
-        if len(quarantine) else quarantine
-    clean = sum(dec.splits.values())
+                 quarantine: Counter[tuple[str, str]], pii: dict[str, Any],
+                 joins: list[dict[str, Any]], sources: dict[str, Any], *, modeled_input: int,
+                 appended: list[str], missing: dict[str, int], outliers: dict[str, int],
+                 variants: dict[str, int]) -> dict[str, Any]:
+    reasons: Counter[str] = Counter()
+    for (_, reason), n in quarantine.items():
+        reasons[reason] += n
+    modeled = sum(n for (src, _), n in quarantine.items()
+                  if src in [*appended, "+".join(appended)])
     return {
         "engine": settings.engine,
-        "rows": {"input": modeled_input, "clean": clean, "quarantined": len(modeled)},
+        "rows": {"input": modeled_input, "clean": sum(dec.splits.values()),
+                 "quarantined": modeled},
         "splits": dec.splits,
-        "quarantine_reasons": {str(k): int(v) for k, v in reasons.items()},
+        "quarantine_reasons": dict(reasons.most_common()),
         "sources": sources,
         "joins": joins,
         "pii": pii,
-        "missing_values": missing,
-        "outliers_clipped": outliers,
-        "category_variants": variants,
+        "missing_values": dict(sorted(missing.items())),
+        "outliers_clipped": dict(sorted(outliers.items())),
+        "category_variants": dict(sorted(variants.items())),
         "schema": schema.to_dict(),
         "class_balance": dec.class_balance,
         "fingerprint": dec.fingerprint,

@@ -6,14 +6,19 @@ from pathlib import Path
 from typing import Any
 
 from components.common import tracking
+from components.common.compute import ray_session
 from components.common.settings import Settings
 from components.data.prepare import PreparedPaths, prepare
 
 
 def run_prepare(settings: Settings, pipeline_run: str, train: Path, val: Path, test: Path,
                 transform_dir: Path, quarantine: Path, report_dir: Path) -> dict[str, Any]:
-    report = prepare(settings.data, PreparedPaths(train, val, test, quarantine, transform_dir,
-                                                  report_dir))
+    paths = PreparedPaths(train, val, test, quarantine, transform_dir, report_dir)
+    if settings.data.engine == "ray":
+        with ray_session(settings.ray):
+            report = prepare(settings.data, paths)
+    else:
+        report = prepare(settings.data, paths)
     import mlflow
 
     run_id = tracking.start_parent_run(settings, pipeline_run)

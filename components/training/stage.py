@@ -41,7 +41,7 @@ def run_train(settings: Settings, mlflow_run_id: str, best_params: dict[str, Any
         config = trial_config(settings, best_params, x_tr.shape[1], len(schema.classes),
                               features)
         config["mlflow"] = {"tracking_uri": settings.tracking_uri, "run_id": run_id}
-        with ray_session(settings):
+        with ray_session(settings.ray):
             scaling = scaling_for(settings.train.workers, settings.train.cpus_per_worker,
                                   settings.train.use_gpu)
             outcome = run_training(config, scaling, settings.ray_storage,

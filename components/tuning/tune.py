@@ -67,7 +67,7 @@ def run_tune(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
     mode = "min" if cfg.metric == "val_loss" else "max"
     schema, ((x_tr, y_tr), (x_va, y_va)) = load_features(transform_dir, train, val)
     tracking.configure(settings)
-    with tempfile.TemporaryDirectory() as tmp, ray_session(settings, cfg.max_concurrent):
+    with tempfile.TemporaryDirectory() as tmp, ray_session(settings.ray, cfg.max_concurrent):
         features = Path(tmp) / "features.npz"
         save_features(features, (x_tr, y_tr), (x_va, y_va))
         scaling = scaling_for(1, settings.train.cpus_per_worker, settings.train.use_gpu)

@@ -1,0 +1,368 @@
+"""``data.engine: ray``: the pandas engine's steps on Ray Data, for data larger than memory.
+
+The modeled rows stream through Ray Data in batches, running the same block functions
+as the pandas engine. The driver holds only what decisions need: the dimension tables
+(joined onto every batch), the first PLAN_ROWS rows, and each row's two keys and label
+(about 30 bytes a row). Batches write their quarantined rows and counts next to the
+outputs, named by content, so a retried task overwrites its own files.
+
+Parquet sources are read by Ray Data in parallel. CSV, JSON lines and SQL are read by
+the connectors of the pandas engine (the CSV parser keeps malformed lines, which Arrow's
+reader cannot) and handed to Ray Data in blocks: for CSV beyond memory, convert to
+Parquet first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from components.common.settings import DataSettings, RaySettings, Source
+from components.data.features import category_variants, outlier_counts
+from components.data.prepare import (
+    EXACT,
+    NEAR,
+    REASON_COL,
+    SOURCE_COL,
+    SPLIT,
+    Join,
+    PreparedPaths,
+    add_keys,
+    build_report,
+    check_impossible,
+    check_target,
+    check_task,
+    check_values,
+    decide,
+    finish_rows,
+    fit_sample,
+    fit_transform,
+    impossible_columns,
+    join_rows,
+    malformed_rows,
+    missing_counts,
+    negative_counts,
+    plan_integration,
+    plan_rows,
+    quarantine_columns,
+    quarantine_counts,
+    save_transform,
+    source_report,
+)
+from components.data.privacy import (
+    PLAN_ROWS,
+    Scrubber,
+    find_fields,
+    privacy_report,
+    scrub_frame,
+)
+from components.data.sources import SourceTable, read_source, source_format
+
+BATCH_ROWS = 50_000
+"""Rows per batch: big enough for vectorized pandas, small enough to bound memory."""
+
+
+def prepare_ray(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
+    import ray
+
+    if ray.is_initialized():
+        return _prepare(settings, paths)
+    from components.common.compute import ray_session
+
+    with ray_session(RaySettings()):
+        return _prepare(settings, paths)
+
+
+def _dataset(source: Source) -> tuple[Any, SourceTable | None]:
+    """A source as a lazy Ray dataset; sources that are not Parquet are read here."""
+    import ray
+
+    if source_format(source) == "parquet":
+        import fsspec
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+        read_source(source, nrows=1)  # a missing or unreadable file fails with its name
+        fs, path = fsspec.core.url_to_fs(source.uri, **source.options.get("storage", {}))
+        return ray.data.read_parquet(path, filesystem=PyFileSystem(FSSpecHandler(fs))), None
+    table = read_source(source)
+    schema = pa.Schema.from_pandas(table.frame, preserve_index=False)
+    chunks = [pa.Table.from_pandas(table.frame.iloc[i:i + BATCH_ROWS], schema=schema,
+                                   preserve_index=False)
+              for i in range(0, len(table.frame), BATCH_ROWS)]
+    return ray.data.from_arrow(chunks), table
+
+
+def _blockwise(fn: Callable[..., pd.DataFrame]) -> Callable[..., pa.Table]:
+    """Runs a pandas block function on Arrow batches. Ray's own pandas batches carry
+    Arrow-backed and pickled-object dtypes; Arrow's conversion gives the numpy dtypes
+    the pandas engine sees (None for a missing text, NaN for a missing number)."""
+
+    def run(batch: pa.Table, **kwargs: Any) -> pa.Table:
+        return _arrow(fn(batch.to_pandas(), **kwargs))
+
+    return run
+
+
+def _arrow(frame: pd.DataFrame) -> pa.Table:
+    """A batch as Arrow. A text column with no value in this batch stays text, so
+    every batch of a dataset has one schema."""
+    schema = pa.Schema.from_pandas(frame, preserve_index=False)
+    for i, field in enumerate(schema):
+        if pa.types.is_null(field.type):
+            schema = schema.set(i, pa.field(field.name, pa.string()))
+    try:
+        return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a text column with numbers in it
+        mixed = {c: frame[c].astype("string") for c in frame.columns
+                 if frame[c].dtype == object}
+        return pa.Table.from_pandas(frame.assign(**mixed), preserve_index=False)
+
+
+def _to_pandas(ds: Any) -> pd.DataFrame:
+    tables = list(ds.iter_batches(batch_format="pyarrow", batch_size=None))
+    return pa.concat_tables(tables, promote_options="permissive").to_pandas() if tables \
+        else pd.DataFrame()
+
+
+def _map(ds: Any, fn: Callable[..., pd.DataFrame], **kwargs: Any) -> Any:
+    return ds.map_batches(_blockwise(fn), batch_format="pyarrow", batch_size=BATCH_ROWS,
+                          fn_kwargs=kwargs)
+
+
+def _rows_with(batch: pd.DataFrame, keys: Any) -> pd.DataFrame:
+    return batch[np.isin(batch[EXACT].to_numpy(), _got(keys))]
+
+
+def _got(value: Any) -> Any:
+    """An argument put in the object store once, rather than shipped with every task."""
+    import ray
+
+    return ray.get(value) if isinstance(value, ray.ObjectRef) else value
+
+
+def _split_rows(batch: pd.DataFrame, part: str, columns: list[str]) -> pd.DataFrame:
+    return batch.loc[batch[SPLIT] == part, columns]
+
+
+def _digest(frame: pd.DataFrame) -> str:
+    hashed = pd.util.hash_pandas_object(frame.astype("string"), index=False).to_numpy()
+    return hashlib.sha256(hashed.tobytes()).hexdigest()[:20]
+
+
+def _side(work: Path, batch: pd.DataFrame, quarantined: list[pd.DataFrame],
+          stats: dict[str, Any]) -> None:
+    """A batch's quarantined rows and counts, named by the step and the batch's input."""
+    if batch.empty:
+        return
+    name = f"{stats['step']}-{_digest(batch)}"
+    rows = [q for q in quarantined if len(q)]
+    if rows:
+        pd.concat(rows, ignore_index=True).to_parquet(work / "quarantine" / f"{name}.parquet",
+                                                      index=False)
+    (work / "stats" / f"{name}.json").write_text(json.dumps(stats))
+
+
+def _stats(work: Path, step: str) -> list[dict[str, Any]]:
+    return [s for f in sorted((work / "stats").glob("*.json"))
+            if (s := json.loads(f.read_text())).get("step") == step]
+
+
+def _prepare(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
+    target = settings.target
+    primary = settings.sources[0]
+    first, first_table = _dataset(primary)
+    head = _to_pandas(first.limit(PLAN_ROWS))
+    check_target(head, settings)
+    check_task(head[target], settings)
+    columns = list(head.columns)
+    # Sources beyond the first: same columns, appended and streamed; others, joined in memory.
+    modeled: list[tuple[Source, Any, SourceTable | None]] = [(primary, first, first_table)]
+    others: list[SourceTable] = []
+    for source in settings.sources[1:]:
+        if set(read_source(source, nrows=50).frame.columns) == set(columns):
+            ds, table = _dataset(source)
+            modeled.append((source, ds.select_columns(columns), table))
+        else:
+            others.append(read_source(source))
+    heads = {s.name: (_to_pandas(ds.limit(PLAN_ROWS)) if s is not primary else head)
+             for s, ds, _ in modeled}
+    fields = find_fields({**heads, **{t.name: t.frame.head(PLAN_ROWS) for t in others}})
+    names = [str(v) for t in others for c in t.frame.columns
+             if fields.get((t.name, c)) == "person" for v in t.frame[c].dropna().unique()]
+    for source, ds, _ in modeled:
+        names += [str(v) for c in columns if fields.get((source.name, c)) == "person"
+                  for v in ds.unique(c) if v is not None and v == v]
+    scrubber = Scrubber(settings.privacy, names)
+    others = [SourceTable(t.name, scrub_frame(t.frame, t.name, fields, scrubber), t.malformed)
+              for t in others]
+    appended, joins, rejected = plan_integration(
+        [SourceTable(s.name, heads[s.name]) for s, _, _ in modeled] + others,
+        settings.sources, columns)
+    label = "+".join(appended)
+    malformed = [malformed_rows(SourceTable(t.name, t.frame, [scrubber.text(x)
+                                                              for x in t.malformed]))
+                 for _, _, t in modeled if t is not None]
+    malformed += [malformed_rows(SourceTable(t.name, t.frame, [scrubber.text(x)
+                                                               for x in t.malformed]))
+                  for t in others]
+    integrated_head, _ = join_rows(pd.concat(list(heads.values())).head(PLAN_ROWS), joins)
+    plan = plan_rows(integrated_head, target)
+
+    work = Path(tempfile.mkdtemp(prefix="mlcycle-ray-", dir=paths.quarantine.parent
+                                 if paths.quarantine.parent.exists() else None))
+    (work / "quarantine").mkdir()
+    (work / "stats").mkdir()
+    try:
+        return _run(settings, paths, work, modeled, others, fields, names, joins, plan, label,
+                    appended, [*rejected, *malformed], scrubber.counts)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
+         modeled: list[tuple[Source, Any, SourceTable | None]], others: list[SourceTable],
+         fields: dict[tuple[str, str], str], names: list[str], joins: list[Join], plan: Any,
+         label: str, appended: list[str], driver_quarantine: list[pd.DataFrame],
+         pii_counts: Counter[str]) -> dict[str, Any]:
+    import ray
+
+    target = settings.target
+    privacy = settings.privacy
+
+    def checked(batch: pd.DataFrame, name: str) -> pd.DataFrame:
+        scrubber = Scrubber(privacy, names)
+        rows = scrub_frame(batch, name, fields, scrubber)
+        rows, orphans = join_rows(rows, joins)
+        rows, out = check_values(rows, plan, label)
+        _side(work, batch, out, {"step": "check", "source": name, "rows": len(batch),
+                                 "pii": scrubber.counts, "orphans": orphans})
+        return rows
+
+    parts = [_map(ds, checked, name=source.name) for source, ds, _ in modeled]
+    ds1 = (parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]).materialize()
+    counts: dict[str, list[int]] = {}
+    for batch in ds1.iter_batches(batch_format="pyarrow", batch_size=BATCH_ROWS):
+        for col, (neg, n) in negative_counts(batch.to_pandas(), target).items():
+            total = counts.setdefault(col, [0, 0])
+            total[0] += neg
+            total[1] += n
+    plan = replace(plan, negative=impossible_columns(counts))
+
+    def keyed(batch: pd.DataFrame) -> pd.DataFrame:
+        rows, out = check_impossible(batch, plan, label)
+        _side(work, batch, out, {"step": "impossible"})
+        return add_keys(rows, plan)
+
+    ds2 = _map(ds1, keyed).materialize()
+    columns = [c for c in ds2.schema().names if c not in (EXACT, NEAR)]
+    keys = _to_pandas(ds2.select_columns([EXACT, NEAR, target]))
+    dec = decide(keys, settings, columns)
+    del keys
+    repeated = ray.put(dec.repeated)
+
+    def finished(batch: pd.DataFrame, repeated: Any, copies: bool) -> pd.DataFrame:
+        batch = batch[np.isin(batch[EXACT].to_numpy(), _got(repeated)) == copies]
+        rows, out = finish_rows(batch, dec, settings, label)
+        _side(work, batch, out, {"step": "finish", "missing": missing_counts(rows)})
+        return rows
+
+    singles = _map(ds2, finished, repeated=repeated, copies=False)
+    # Every copy of a repeated row must meet in one batch: they are few, and gathered here.
+    copies = _to_pandas(_map(ds2, _rows_with, keys=repeated))
+    ds3 = singles
+    if len(copies):
+        kept = finished(copies, dec.repeated, True)
+        ds3 = singles.union(ray.data.from_arrow(_arrow(kept))) if len(kept) else singles
+    ds3 = ds3.materialize()
+    sample = _to_pandas(_map(ds3, fit_sample, dec=dec, settings=settings))
+    schema, transform = fit_transform(sample, settings, dec)
+    del sample
+    for part in ("train", "val", "test"):
+        path = getattr(paths, part)
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        _map(ds3, _split_rows, part=part, columns=[*schema.inputs, target]) \
+            .write_parquet(str(path))
+    save_transform(schema, transform, paths.transform_dir)
+
+    def described(batch: pd.DataFrame, name: str) -> pd.DataFrame:
+        wanted = [c for c in batch.columns if c in schema.numeric or c in schema.categorical]
+        batch = scrub_frame(batch[wanted], name, fields, Scrubber(privacy, names))
+        rows = [("outlier", c, "", n) for c, n in outlier_counts(transform, schema, batch).items()]
+        rows += [("spelling", c, str(v), int(n)) for c in schema.categorical if c in batch
+                 for v, n in batch[c].dropna().astype(str).value_counts().items()]
+        return pd.DataFrame(rows, columns=["kind", "column", "value", "n"])
+
+    outliers, variants = source_report(others, schema, transform)
+    for source, ds, _ in modeled:
+        found = _to_pandas(_map(ds, described, name=source.name))
+        out = found[found["kind"] == "outlier"].groupby("column")["n"].sum()
+        outliers.update({f"{source.name}.{c}": int(n) for c, n in out.items() if n})
+        spelled = found[found["kind"] == "spelling"]
+        variants.update({f"{source.name}.{c}": n for c, n in category_variants(
+            {c: g.set_index("value")["n"] for c, g in spelled.groupby("column")}).items()})
+
+    reasons = _merge_quarantine(work, driver_quarantine, paths.quarantine)
+    checks = _stats(work, "check")
+    pii = Counter(pii_counts)
+    orphans: Counter[str] = Counter()
+    rows: Counter[str] = Counter()
+    for s in checks:
+        pii.update(s["pii"])
+        orphans.update(s["orphans"])
+        rows[s["source"]] += s["rows"]
+    missing: Counter[str] = Counter()
+    for s in _stats(work, "finish"):
+        missing.update(s["missing"])
+    malformed = {t.name: len(t.malformed) for _, _, t in modeled if t is not None}
+    sources = {s.name: {"rows": rows[s.name], "malformed": malformed.get(s.name, 0),
+                        "columns": len(ds.columns())} for s, ds, _ in modeled}
+    sources.update({t.name: {"rows": len(t.frame), "malformed": len(t.malformed),
+                             "columns": len(t.frame.columns)} for t in others})
+    ordered = {s.name: sources[s.name] for s in settings.sources}
+    return build_report(
+        settings, dec, schema, reasons, privacy_report(pii, fields, settings.privacy),
+        [{"source": j.name, "on": j.on, "orphan_rows": orphans[j.name]} for j in joins],
+        ordered, modeled_input=sum(sources[n]["rows"] + sources[n]["malformed"]
+                                   for n in appended),
+        appended=appended, missing=dict(missing), outliers=outliers, variants=variants)
+
+
+def _merge_quarantine(work: Path, driver: list[pd.DataFrame], out: Path
+                      ) -> Counter[tuple[str, str]]:
+    """One quarantine file from every batch's part, streamed: parts have different
+    columns (a malformed line has only its raw text), so each is widened to all of them."""
+    files = sorted((work / "quarantine").glob("*.parquet"))
+    for i, frame in enumerate(q for q in driver if len(q)):
+        path = work / "quarantine" / f"driver-{i}.parquet"
+        frame.astype("string").to_parquet(path, index=False)
+        files.append(path)
+    names: list[str] = []
+    for f in files:
+        names += [n for n in pq.read_schema(f).names if n not in names]
+    names = quarantine_columns([*names, SOURCE_COL, REASON_COL])
+    schema = pa.schema([(n, pa.string()) for n in names])
+    counts: Counter[tuple[str, str]] = Counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.is_dir():
+        shutil.rmtree(out)
+    with pq.ParquetWriter(out, schema) as writer:
+        for f in files:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS):
+                frame = batch.to_pandas().astype("string").reindex(columns=names)
+                counts += quarantine_counts(frame)
+                writer.write_table(pa.Table.from_pandas(frame, schema=schema,
+                                                        preserve_index=False))
+    return counts
