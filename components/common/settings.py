@@ -86,6 +86,9 @@ class DataSettings(_Strict):
         default="tfidf", description="minilm: all-MiniLM-L6-v2 sentence embeddings (offline)."
     )
     max_categories: int = Field(default=50, ge=2)
+    contract: Path | None = Field(
+        default=None, description="A pandera schema (YAML or JSON) rows must satisfy."
+    )
     engine: Literal["pandas", "ray"] = Field(
         default="pandas", description="ray: Ray Data, for data larger than memory."
     )

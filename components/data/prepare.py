@@ -20,6 +20,13 @@ import pandas as pd
 
 from components.common.errors import UserError
 from components.common.settings import DataSettings, Source
+from components.data.contract import (
+    CONTRACT_FILE,
+    contract_from_json,
+    infer_contract,
+    load_contract,
+    row_failures,
+)
 from components.data.features import (
     FeatureSchema,
     build_transform,
@@ -173,13 +180,17 @@ class RowPlan:
     """Identifier columns, left out when rows are compared for near duplicates."""
     negative: tuple[str, ...] = ()
     """Columns whose rare negatives are impossible values."""
+    contract: str | None = None
+    """The declared pandera contract, as JSON (it travels to Ray workers as text)."""
 
 
-def plan_rows(head: pd.DataFrame, target: str) -> RowPlan:
+def plan_rows(head: pd.DataFrame, settings: DataSettings) -> RowPlan:
+    target = settings.target
     numeric = tuple(_mostly_numbers(head, target))
     ids = tuple(c for c in head.columns if c != target and c not in numeric
                 and head[c].dtype == object and _looks_like_id(head[c]))
-    return RowPlan(target, numeric, ids)
+    contract = load_contract(settings.contract).to_json() if settings.contract else None
+    return RowPlan(target, numeric, ids, contract=contract)
 
 
 def _looks_like_id(values: pd.Series) -> bool:
@@ -220,6 +231,10 @@ def check_values(frame: pd.DataFrame, plan: RowPlan, source: str
         blank = frame[col].isna() | (frame[col].astype(str).str.strip() == "")
         drop(~blank & numbers.isna(), f"wrong type in {col}: expected a number")
         frame[col] = numbers.loc[frame.index].astype(np.float64)
+    if plan.contract:
+        failed = row_failures(frame, contract_from_json(plan.contract))
+        for reason in failed.dropna().unique():
+            drop((failed.loc[frame.index] == reason).fillna(False).astype(bool), str(reason))
     return frame, out
 
 
@@ -467,7 +482,7 @@ def _prepare_pandas(settings: DataSettings, paths: PreparedPaths) -> dict[str, A
     check_task(tables[0].frame[settings.target], settings)
     frame, rejected, join_report = integrate(tables, settings.sources)
     source = "+".join(join_report["appended"])
-    plan = plan_rows(frame.head(PLAN_ROWS), settings.target)
+    plan = plan_rows(frame.head(PLAN_ROWS), settings)
     frame, out = check_values(frame, plan, source)
     plan = replace(plan, negative=impossible_columns(negative_counts(frame, settings.target)))
     frame, more = check_impossible(frame, plan, source)
@@ -510,9 +525,11 @@ def quarantine_columns(names: list[str]) -> list[str]:
 
 
 def save_transform(schema: FeatureSchema, transform: Any, out: Path) -> None:
+    """The transform, its schema and the model's input contract, frozen for serving."""
     out.mkdir(parents=True, exist_ok=True)
     joblib.dump(transform, out / "transform.joblib")
     (out / "schema.json").write_text(json.dumps(schema.to_dict(), indent=2))
+    (out / CONTRACT_FILE).write_text(infer_contract(schema).to_json())
 
 
 def quarantine_counts(quarantine: pd.DataFrame) -> Counter[tuple[str, str]]:

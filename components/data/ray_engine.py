@@ -218,7 +218,7 @@ def _prepare(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
                                                                for x in t.malformed]))
                   for t in others]
     integrated_head, _ = join_rows(pd.concat(list(heads.values())).head(PLAN_ROWS), joins)
-    plan = plan_rows(integrated_head, target)
+    plan = plan_rows(integrated_head, settings)
 
     work = Path(tempfile.mkdtemp(prefix="mlcycle-ray-", dir=paths.quarantine.parent
                                  if paths.quarantine.parent.exists() else None))

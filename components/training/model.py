@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from components.data.contract import CONTRACT_FILE, check_request, load_contract
 from components.data.features import FeatureSchema, transform_frame
 
 
@@ -41,10 +42,12 @@ def build_mlp(spec: ModelSpec) -> nn.Module:
 class Classifier:
     """A trained model ready to score raw rows: transform, MLP, class names."""
 
-    def __init__(self, module: nn.Module, transform: Any, schema: FeatureSchema) -> None:
+    def __init__(self, module: nn.Module, transform: Any, schema: FeatureSchema,
+                 contract: Any = None) -> None:
         self.module = module.eval()
         self.transform = transform
         self.schema = schema
+        self.contract = contract
 
     @property
     def classes(self) -> list[str]:
@@ -54,6 +57,8 @@ class Classifier:
         missing = [c for c in self.schema.inputs if c not in rows.columns]
         if missing:
             raise ValueError(f"missing input column(s): {', '.join(missing)}")
+        if self.contract is not None:
+            check_request(rows, self.contract)
         features = torch.from_numpy(transform_frame(self.transform, rows[self.schema.inputs]))
         with torch.inference_mode():
             return torch.softmax(self.module(features), dim=1).numpy()
@@ -74,8 +79,9 @@ def save_bundle(
     out.mkdir(parents=True, exist_ok=True)
     torch.save(state_dict, out / "weights.pt")
     (out / "model.json").write_text(json.dumps({"spec": asdict(spec), **(extra or {})}, indent=2))
-    for name in ("transform.joblib", "schema.json"):
-        shutil.copy2(transform_dir / name, out / name)
+    for name in ("transform.joblib", "schema.json", CONTRACT_FILE):
+        if (transform_dir / name).exists():
+            shutil.copy2(transform_dir / name, out / name)
 
 
 def load_bundle(path: str | Path) -> Classifier:
@@ -84,7 +90,9 @@ def load_bundle(path: str | Path) -> Classifier:
     module = build_mlp(ModelSpec(**meta["spec"]))
     module.load_state_dict(torch.load(path / "weights.pt", map_location="cpu", weights_only=True))
     schema = FeatureSchema.from_dict(json.loads((path / "schema.json").read_text()))
-    return Classifier(module, joblib.load(path / "transform.joblib"), schema)
+    contract = path / CONTRACT_FILE
+    return Classifier(module, joblib.load(path / "transform.joblib"), schema,
+                      load_contract(contract) if contract.exists() else None)
 
 
 def load_features(

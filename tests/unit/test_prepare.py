@@ -138,3 +138,28 @@ def test_minilm_text_features_embed_meaning(tmp_path: Path) -> None:
     assert vectors.shape == (3, 384)
     similarity = vectors @ vectors.T  # normalized embeddings: dot product is cosine
     assert similarity[0, 1] > similarity[0, 2] + 0.1
+
+
+def test_declared_contract_quarantines_rows_that_break_it(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"age": list(range(0, 120, 2)), "plan": ["pro", "free", "gold"] * 20,
+                          "y": ["a", "b"] * 30})
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    (tmp_path / "contract.yaml").write_text(
+        "schema_type: dataframe\nversion: 0.35.0\ncolumns:\n"
+        "  age:\n    dtype: float64\n    nullable: true\n    checks:\n"
+        "      less_than_or_equal_to: 100\n"
+        "  plan:\n    dtype: str\n    checks:\n      isin: [pro, free]\n")
+    settings = DataSettings(sources=[{"name": "d", "uri": str(tmp_path / "d.csv")}], target="y",
+                            contract=tmp_path / "contract.yaml")
+    report = prepare(settings, paths(tmp_path / "o"))
+    assert report["rows"]["input"] == report["rows"]["clean"] + report["rows"]["quarantined"]
+    reasons = report["quarantine_reasons"]
+    broken_age = int((frame["age"] > 100).sum())
+    gold_only = int(((frame["plan"] == "gold") & (frame["age"] <= 100)).sum())
+    assert reasons == {"contract: age fails less_than_or_equal_to(100)": broken_age,
+                       "contract: plan fails isin(['pro', 'free'])": gold_only}
+    (tmp_path / "contract.yaml").write_text(
+        "schema_type: dataframe\ncolumns:\n  region:\n    dtype: str\n")
+    with pytest.raises(UserError, match="column 'region'"):
+        prepare(settings.model_copy(update={"contract": tmp_path / "contract.yaml"}),
+                paths(tmp_path / "o2"))
