@@ -39,7 +39,9 @@ class Source(_Strict):
         default=None, description="Join keys with the sources before it; shared columns if unset."
     )
     options: dict[str, Any] = Field(
-        default_factory=dict, description="Extra reader options (e.g. sep for CSV)."
+        default_factory=dict,
+        description="Reader options: sep and encoding for CSV; storage: fsspec options "
+        "(endpoint_url for MinIO, say; credentials come from the environment).",
     )
 
 

@@ -54,7 +54,8 @@ def _open_bytes(source: Source) -> bytes:
     if "://" not in uri and not Path(uri).is_file():
         raise UserError(f"source {source.name!r}: file not found: {uri}")
     try:
-        with fsspec.open(uri, "rb", compression="infer") as fh:
+        with fsspec.open(uri, "rb", compression="infer",
+                         **source.options.get("storage", {})) as fh:
             data: bytes = fh.read()
     except FileNotFoundError as exc:
         raise UserError(f"source {source.name!r}: not found: {uri}") from exc
