@@ -94,6 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--phase", choices=["floor", "pandas", "ray"])
+    parser.add_argument("--engines", default="pandas,ray", help="comma-separated")
     parser.add_argument("--data", type=Path)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -106,12 +107,11 @@ def main() -> None:
         generate(root, rows=args.rows, seed=1)
         print(f"generated {args.rows:,} ticket rows in {time.perf_counter() - started:.0f} s")
         floor = _run_phase("floor", root)
-        results = {engine: _run_phase(engine, root) for engine in ("pandas", "ray")}
+        results = {engine: _run_phase(engine, root) for engine in args.engines.split(",")}
     data_mb = floor["data_bytes"] / 2**20
     print(f"data in memory (pandas, deep): {data_mb:,.0f} MiB")
-    for label, phase in (("floor   (read + write Parquet)", floor),
-                         ("prepare (engine pandas)       ", results["pandas"]),
-                         ("prepare (engine ray)          ", results["ray"])):
+    for label, phase in (("floor          (read + write Parquet)", floor),
+                         *((f"prepare (engine {e:6})        ", r) for e, r in results.items())):
         print(f"{label}: {phase['seconds']:7.1f} s  {args.rows / phase['seconds']:>10,.0f} rows/s"
               f"  peak {phase['peak_bytes'] / 2**20:,.0f} MiB")
     for engine, result in results.items():

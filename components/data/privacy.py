@@ -133,19 +133,22 @@ class Scrubber:
         return out
 
     def column(self, values: pd.Series) -> pd.Series:
-        """Each distinct value is scanned once; counts still follow every occurrence."""
-        present = values.dropna().astype(str)
-        distinct = present.value_counts()
-        maybe = maybe_pii(distinct.index.to_numpy(dtype=object))
-        mapping = {v: v for v in distinct.index[~maybe]}
-        for value, times in distinct[maybe].items():
-            out, found = self._scrub(str(value))
+        """Only values the vectorized pre-test flags are scanned, each distinct one once;
+        counts still follow every occurrence."""
+        raw = values.to_numpy(dtype=object)
+        flags = maybe_pii(raw)
+        if not flags.any():
+            return values
+        codes, uniques = pd.factorize(raw[flags])
+        times = np.bincount(codes, minlength=len(uniques))
+        scrubbed = np.empty(len(uniques), dtype=object)
+        for i, value in enumerate(uniques):
+            scrubbed[i], found = self._scrub(str(value))
             for kind, n in found.items():
-                self.counts[kind] += n * int(times)
-            mapping[value] = out
-        result = values.astype(object).copy()
-        result[values.notna()] = present.map(mapping)
-        return result
+                self.counts[kind] += n * int(times[i])
+        result = raw.copy()
+        result[flags] = scrubbed[codes]
+        return pd.Series(result, index=values.index, name=values.name)
 
 
 def field_kind(values: pd.Series, name: str) -> str | None:
@@ -230,8 +233,12 @@ def maybe_pii(values: np.ndarray) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    flags = pc.match_substring_regex(pa.array(values, type=pa.large_string()),
-                                     pattern=_MAYBE_PII.pattern)
+    try:
+        text = pa.array(values, type=pa.large_string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # numbers among the text
+        text = pa.array([v if isinstance(v, str) or v is None else str(v) for v in values],
+                        type=pa.large_string(), from_pandas=True)
+    flags = pc.fill_null(pc.match_substring_regex(text, pattern=_MAYBE_PII.pattern), False)
     return np.asarray(flags.to_numpy(zero_copy_only=False), dtype=bool)
 
 

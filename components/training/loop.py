@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,8 +23,14 @@ class LoopParams:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
+    l1: float = 0.0
+    schedule: str = "constant"
+    """constant, cosine (annealed to 0 over all steps) or onecycle (warm-up, then down)."""
     patience: int = 5
     seed: int = 42
+    bf16: bool = False
+    """bf16 autocast (on a GPU; a CPU gains nothing from it)."""
+    compile: bool = False
 
 
 def seed_everything(seed: int) -> None:
@@ -60,6 +67,11 @@ class Batches:
             order = torch.arange(n)
         return order[self.rank :: self.world]
 
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        n = len(self.y) - (len(self.y) % self.world if self.shuffle else 0)
+        return -(-len(range(self.rank, n, self.world)) // self.batch_size)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         idx = self._indices()
         for start in range(0, len(idx), self.batch_size):
@@ -76,29 +88,37 @@ BatchIter = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
 def train_epoch(model: nn.Module, loader: BatchIter, optimizer: torch.optim.Optimizer,
-                device: torch.device) -> float:
+                device: torch.device, scheduler: Any = None, l1: float = 0.0,
+                bf16: bool = False) -> float:
     model.train()
     loss_fn = nn.CrossEntropyLoss()
     total, count = torch.zeros((), device=device), 0
+    weights = [p for n, p in model.named_parameters() if p.ndim > 1] if l1 else []
     for xb, yb in loader:
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(xb), yb)
-        loss.backward()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(model(xb), yb)
+        penalty = l1 * sum(w.abs().sum() for w in weights) if weights else 0.0
+        (loss + penalty).backward()
         optimizer.step()
-        total += loss.detach() * len(yb)
+        if scheduler is not None:
+            scheduler.step()
+        total += loss.detach().float() * len(yb)
         count += len(yb)
     return _mean(total, count, device)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: BatchIter, device: torch.device) -> dict[str, float]:
+def evaluate(model: nn.Module, loader: BatchIter, device: torch.device,
+             bf16: bool = False) -> dict[str, float]:
     model.eval()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     sums = torch.zeros(3, device=device)  # loss, correct, count
     for xb, yb in loader:
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-        logits = model(xb)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(xb).float()
         sums += torch.stack([loss_fn(logits, yb), (logits.argmax(1) == yb).sum().float(),
                              torch.tensor(float(len(yb)), device=device)])
     if dist.is_available() and dist.is_initialized():
@@ -137,7 +157,27 @@ class EarlyStopping:
 
 
 def make_optimizer(model: nn.Module, params: LoopParams) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, params: LoopParams,
+                   steps_per_epoch: int) -> Any:
+    """A per-step learning-rate schedule over the whole run (None: constant)."""
+    total = max(1, params.epochs * steps_per_epoch)
+    if params.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    if params.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=params.lr,
+                                                   total_steps=total)
+    if params.schedule != "constant":
+        raise ValueError(f"unknown schedule {params.schedule!r}")
+    return None
+
+
+def compiled(model: nn.Module, params: LoopParams) -> nn.Module:
+    """``torch.compile`` when asked for; the weights stay shared with ``model``."""
+    return torch.compile(model) if params.compile else model  # type: ignore[return-value]
 
 
 def fit(
@@ -152,13 +192,17 @@ def fit(
     device = device or torch.device("cpu")
     model.to(device)
     optimizer = make_optimizer(model, params)
+    scheduler = make_scheduler(optimizer, params, len(train_loader))
     stopper = EarlyStopping(params.patience)
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     history = []
+    step = compiled(model, params)
     for epoch in range(params.epochs):
         train_loader.set_epoch(epoch)
-        metrics = {"train_loss": train_epoch(model, train_loader, optimizer, device),
-                   **evaluate(model, val_loader, device), "epoch": float(epoch)}
+        loss = train_epoch(step, train_loader, optimizer, device, scheduler, params.l1,
+                           params.bf16)
+        metrics = {"train_loss": loss, **evaluate(step, val_loader, device, params.bf16),
+                   "epoch": float(epoch)}
         history.append(metrics)
         if on_epoch:
             on_epoch(epoch, metrics)

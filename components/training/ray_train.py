@@ -13,13 +13,15 @@ import torch
 from components.training.loop import (
     EarlyStopping,
     LoopParams,
+    compiled,
     evaluate,
     make_loader,
     make_optimizer,
+    make_scheduler,
     seed_everything,
     train_epoch,
 )
-from components.training.model import ModelSpec, build_mlp
+from components.training.model import ModelSpec, build_model
 
 
 @dataclass
@@ -58,9 +60,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train_loader = make_loader(data["x_train"], data["y_train"], params.batch_size, True,
                                params.seed, rank, world)
     val_loader = make_loader(data["x_val"], data["y_val"], 1024, False, rank=rank, world=world)
-    model = ray.train.torch.prepare_model(build_mlp(spec))
+    model = ray.train.torch.prepare_model(build_model(spec))
     optimizer = make_optimizer(model, params)
+    scheduler = make_scheduler(optimizer, params, len(train_loader))
     device = ray.train.torch.get_device()
+    bf16 = params.bf16 and device.type == "cuda"
     stopper = EarlyStopping(params.patience)
     start = 0
     checkpoint = ray.train.get_checkpoint()
@@ -70,15 +74,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                weights_only=False)
         _unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
         stopper = EarlyStopping(**state["stopper"])
         start = state["epoch"] + 1
     logger = _MlflowLogger(config.get("mlflow"), rank)
     logger.params({**config["loop"], **config["spec"], "workers": world})
     every = max(1, int(config.get("checkpoint_every", 1)))
+    step = compiled(model, params)
     for epoch in range(start, params.epochs):
         train_loader.set_epoch(epoch)
-        metrics = {"train_loss": train_epoch(model, train_loader, optimizer, device),
-                   **evaluate(model, val_loader, device)}
+        loss = train_epoch(step, train_loader, optimizer, device, scheduler, params.l1, bf16)
+        metrics = {"train_loss": loss, **evaluate(step, val_loader, device, bf16),
+                   "lr": optimizer.param_groups[0]["lr"]}
         improved = stopper.step(epoch, metrics["val_loss"])
         metrics |= {"epoch": epoch, "best_val_loss": stopper.best, "resumed_from": start}
         logger.metrics(metrics, epoch)
@@ -88,6 +96,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if rank == 0 and (improved or stop or epoch % every == 0):
                 torch.save({"model": _unwrap(model).state_dict(),
                             "optimizer": optimizer.state_dict(), "epoch": epoch,
+                            "scheduler": scheduler.state_dict() if scheduler else None,
                             "stopper": asdict(stopper), "improved": improved},
                            Path(tmp) / "state.pt")
                 ckpt = ray.train.Checkpoint.from_directory(tmp)

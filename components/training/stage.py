@@ -2,44 +2,73 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from components.common import tracking
 from components.common.compute import ray_session
 from components.common.settings import Settings
+from components.data.features import FeatureSchema
 from components.training.loop import LoopParams
-from components.training.model import ModelSpec, load_features, save_bundle
+from components.training.model import ModelSpec, load_features, resolve_family, save_bundle
 from components.training.ray_train import run_training, save_features, scaling_for
 
 TUNABLE = ("lr", "hidden", "depth", "dropout", "weight_decay", "batch_size")
 
 
-def trial_config(settings: Settings, overrides: dict[str, Any], n_features: int,
-                 n_classes: int, features_path: Path, epochs: int | None = None
-                 ) -> dict[str, Any]:
+def trial_config(settings: Settings, overrides: dict[str, Any], inputs: ModelInputs,
+                 features_path: Path, epochs: int | None = None) -> dict[str, Any]:
     """The train-loop config for given hyperparameters; the one place defaults meet overrides."""
-    values = {**settings.train.model_dump(), **{k: v for k, v in overrides.items()
-                                                 if k in TUNABLE}}
+    train = settings.train
+    values = {**train.model_dump(), **{k: v for k, v in overrides.items() if k in TUNABLE}}
     loop = LoopParams(epochs=epochs or values["epochs"], batch_size=int(values["batch_size"]),
                       lr=float(values["lr"]), weight_decay=float(values["weight_decay"]),
-                      patience=values["patience"], seed=values["seed"])
-    spec = ModelSpec(n_features=n_features, n_classes=n_classes, hidden=int(values["hidden"]),
-                     depth=int(values["depth"]), dropout=float(values["dropout"]))
+                      l1=train.l1, schedule=train.schedule, patience=values["patience"],
+                      seed=values["seed"], bf16=train.bf16, compile=train.compile)
+    spec = ModelSpec(n_features=inputs.n_features, n_classes=len(inputs.schema.classes),
+                     hidden=int(values["hidden"]), depth=int(values["depth"]),
+                     dropout=float(values["dropout"]), family=inputs.family, side=inputs.side,
+                     freeze=train.freeze_encoder, max_length=train.max_length)
     return {"loop": asdict(loop), "spec": asdict(spec), "features_path": str(features_path)}
+
+
+@dataclass
+class ModelInputs:
+    """The featurized train and validation splits, and the model family they suit."""
+
+    schema: FeatureSchema
+    family: str
+    side: int
+    train: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray]
+
+    @property
+    def n_features(self) -> int:
+        return int(np.prod(self.train[0].shape[1:]))
+
+
+def model_inputs(settings: Settings, transform_dir: Path, train: Path, val: Path
+                 ) -> ModelInputs:
+    schema = FeatureSchema.from_dict(json.loads((transform_dir / "schema.json").read_text()))
+    family, side = resolve_family(settings.train.model, schema)
+    _, (tr, va) = load_features(transform_dir, train, val, family=family,
+                                max_length=settings.train.max_length)
+    return ModelInputs(schema, family, side, tr, va)
 
 
 def run_train(settings: Settings, mlflow_run_id: str, best_params: dict[str, Any],
               train: Path, val: Path, transform_dir: Path, out_dir: Path) -> dict[str, Any]:
-    schema, ((x_tr, y_tr), (x_va, y_va)) = load_features(transform_dir, train, val)
+    inputs = model_inputs(settings, transform_dir, train, val)
     run_id = tracking.create_child_run(settings, mlflow_run_id, "train")
     with tempfile.TemporaryDirectory() as tmp:
         features = Path(tmp) / "features.npz"
-        save_features(features, (x_tr, y_tr), (x_va, y_va))
-        config = trial_config(settings, best_params, x_tr.shape[1], len(schema.classes),
-                              features)
+        save_features(features, inputs.train, inputs.val)
+        config = trial_config(settings, best_params, inputs, features)
         config["mlflow"] = {"tracking_uri": settings.tracking_uri, "run_id": run_id}
         with ray_session(settings.ray):
             scaling = scaling_for(settings.train.workers, settings.train.cpus_per_worker,

@@ -14,9 +14,8 @@ from typing import Any
 from components.common import tracking
 from components.common.compute import ray_session, reap_orphan_placement_groups
 from components.common.settings import Settings
-from components.training.model import load_features
 from components.training.ray_train import make_trainer, save_features, scaling_for
-from components.training.stage import trial_config
+from components.training.stage import model_inputs, trial_config
 
 
 def search_space(space: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
@@ -65,18 +64,17 @@ def run_tune(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
 
     cfg = settings.tune
     mode = "min" if cfg.metric == "val_loss" else "max"
-    schema, ((x_tr, y_tr), (x_va, y_va)) = load_features(transform_dir, train, val)
+    inputs = model_inputs(settings, transform_dir, train, val)
     tracking.configure(settings)
     with tempfile.TemporaryDirectory() as tmp, ray_session(settings.ray, cfg.max_concurrent):
         features = Path(tmp) / "features.npz"
-        save_features(features, (x_tr, y_tr), (x_va, y_va))
+        save_features(features, inputs.train, inputs.val)
         scaling = scaling_for(1, settings.train.cpus_per_worker, settings.train.use_gpu)
         storage = settings.ray_storage
 
         def trial(params: dict[str, Any]) -> None:
             trial_id = tune.get_context().get_trial_id()
-            config = trial_config(settings, params, x_tr.shape[1], len(schema.classes),
-                                  features, epochs=cfg.max_epochs)
+            config = trial_config(settings, params, inputs, features, epochs=cfg.max_epochs)
             run_id = tracking.create_child_run(settings, mlflow_run_id, f"trial-{trial_id}")
             config["mlflow"] = {"tracking_uri": settings.tracking_uri, "run_id": run_id}
             make_trainer(config, scaling, storage, name=f"trial-{trial_id}",
