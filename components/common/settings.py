@@ -145,6 +145,10 @@ class TuneSettings(_Strict):
     time_limit_s: int = Field(default=600, ge=10)
     max_epochs: int = Field(default=10, ge=1, description="Epochs per trial; ASHA stops early.")
     metric: Literal["val_loss", "val_accuracy"] = "val_loss"
+    scheduler: Literal["asha", "fifo"] = Field(
+        default="asha", description="asha stops poor trials early; fifo runs every trial out."
+    )
+    search: Literal["optuna", "random"] = "optuna"
     search_space: dict[str, dict[str, list[Any]]] = Field(
         default_factory=lambda: dict(DEFAULT_SEARCH_SPACE),
         description="Per key one of choice, uniform, loguniform, randint.",

@@ -213,9 +213,12 @@ def check_values(frame: pd.DataFrame, plan: RowPlan, source: str
         if pd.api.types.is_integer_dtype(base[col]):
             base[col] = base[col].astype(np.float64)
     why = np.full(len(base), None, dtype=object)
+    taken = np.zeros(len(base), dtype=bool)
 
     def flag(mask: np.ndarray, reason: str) -> None:
-        why[mask & np.equal(why, None)] = reason
+        new = mask & ~taken
+        why[new] = reason
+        taken[new] = True
 
     labels = base[target]
     flag((labels.isna() | (labels == "")).to_numpy(dtype=bool), "missing target")
@@ -238,7 +241,6 @@ def check_values(frame: pd.DataFrame, plan: RowPlan, source: str
             .fillna("").to_numpy(dtype=object)
         for reason in pd.unique(failed[failed != ""]):
             flag(failed == reason, str(reason))
-    taken = ~np.equal(why, None)
     if not taken.any():
         return converted, []
     out = [quarantined(base[why == reason], str(reason), source)

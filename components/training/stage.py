@@ -15,7 +15,13 @@ from components.common.compute import ray_session
 from components.common.settings import Settings
 from components.data.features import FeatureSchema
 from components.training.loop import LoopParams
-from components.training.model import ModelSpec, load_features, resolve_family, save_bundle
+from components.training.model import (
+    Family,
+    ModelSpec,
+    load_features,
+    resolve_family,
+    save_bundle,
+)
 from components.training.ray_train import run_training, save_features, scaling_for
 
 TUNABLE = ("lr", "hidden", "depth", "dropout", "weight_decay", "batch_size")
@@ -32,7 +38,8 @@ def trial_config(settings: Settings, overrides: dict[str, Any], inputs: ModelInp
                       seed=values["seed"], bf16=train.bf16, compile=train.compile)
     spec = ModelSpec(n_features=inputs.n_features, n_classes=len(inputs.schema.classes),
                      hidden=int(values["hidden"]), depth=int(values["depth"]),
-                     dropout=float(values["dropout"]), family=inputs.family, side=inputs.side,
+                     dropout=float(values["dropout"]), family=inputs.family.name,
+                     side=inputs.family.side, grid=inputs.family.grid,
                      freeze=train.freeze_encoder, max_length=train.max_length)
     return {"loop": asdict(loop), "spec": asdict(spec), "features_path": str(features_path)}
 
@@ -42,8 +49,7 @@ class ModelInputs:
     """The featurized train and validation splits, and the model family they suit."""
 
     schema: FeatureSchema
-    family: str
-    side: int
+    family: Family
     train: tuple[np.ndarray, np.ndarray]
     val: tuple[np.ndarray, np.ndarray]
 
@@ -55,10 +61,10 @@ class ModelInputs:
 def model_inputs(settings: Settings, transform_dir: Path, train: Path, val: Path
                  ) -> ModelInputs:
     schema = FeatureSchema.from_dict(json.loads((transform_dir / "schema.json").read_text()))
-    family, side = resolve_family(settings.train.model, schema)
+    family = resolve_family(settings.train.model, schema)
     _, (tr, va) = load_features(transform_dir, train, val, family=family,
                                 max_length=settings.train.max_length)
-    return ModelInputs(schema, family, side, tr, va)
+    return ModelInputs(schema, family, tr, va)
 
 
 def run_train(settings: Settings, mlflow_run_id: str, best_params: dict[str, Any],

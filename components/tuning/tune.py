@@ -54,10 +54,23 @@ def run_tune(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
     """Search; returns the best trial's hyperparameters and its score."""
     if not settings.tune.enabled:
         return {"params": {}, "trials": 0}
+    cfg = settings.tune
+    mode = "min" if cfg.metric == "val_loss" else "max"
+    grid = search(settings, mlflow_run_id, train, val, transform_dir)
+    best = grid.get_best_result(cfg.metric, mode)
+    if best.metrics is None or best.config is None:
+        raise RuntimeError(f"no trial reported {cfg.metric}")
+    return {"params": {k: best.config[k] for k in cfg.search_space},
+            cfg.metric: best.metrics[cfg.metric], "trials": len(grid)}
+
+
+def search(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
+           transform_dir: Path) -> Any:
+    """Run every trial; returns Tune's ResultGrid (each trial's reports, timed)."""
     import optuna
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -86,15 +99,12 @@ def run_tune(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
             tune_config=tune.TuneConfig(
                 metric=cfg.metric, mode=mode, num_samples=cfg.num_samples,
                 max_concurrent_trials=cfg.max_concurrent, time_budget_s=cfg.time_limit_s,
-                scheduler=ASHAScheduler(max_t=cfg.max_epochs, grace_period=min(2, cfg.max_epochs)),
-                search_alg=OptunaSearch(seed=settings.train.seed),
+                scheduler=ASHAScheduler(max_t=cfg.max_epochs, grace_period=min(2, cfg.max_epochs))
+                if cfg.scheduler == "asha" else FIFOScheduler(),
+                search_alg=OptunaSearch(seed=settings.train.seed)
+                if cfg.search == "optuna" else None,
             ),
             run_config=tune.RunConfig(storage_path=storage, name=f"tune-{mlflow_run_id}",
                                       verbose=0, callbacks=[_reaper()]),
         )
-        grid = tuner.fit()
-        best = grid.get_best_result(cfg.metric, mode)
-    if best.metrics is None or best.config is None:
-        raise RuntimeError(f"no trial reported {cfg.metric}")
-    return {"params": {k: best.config[k] for k in cfg.search_space},
-            cfg.metric: best.metrics[cfg.metric], "trials": len(grid)}
+        return tuner.fit()

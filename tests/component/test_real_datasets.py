@@ -3,6 +3,7 @@ Ray Train exactly as train_model does, scored on the holdout."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -29,10 +30,11 @@ def _frame(name: str) -> tuple[pd.DataFrame, str]:
     return loader(as_frame=True).frame, "target"
 
 
-@pytest.mark.parametrize(("name", "floor"), [
-    ("breast_cancer", 0.94), ("digits", 0.95), ("penguins", 0.95),
+@pytest.mark.parametrize(("name", "floor", "family"), [
+    ("breast_cancer", 0.94, "tabular"), ("digits", 0.95, "image"), ("penguins", 0.95, "tabular"),
 ])
-def test_holdout_accuracy_on_real_data(name: str, floor: float, tmp_path: Path) -> None:
+def test_holdout_accuracy_on_real_data(name: str, floor: float, family: str,
+                                       tmp_path: Path) -> None:
     frame, target = _frame(name)
     frame.to_csv(tmp_path / f"{name}.csv", index=False)
     settings = Settings(workdir=tmp_path / "work", ray={"num_cpus": 2},
@@ -49,3 +51,5 @@ def test_holdout_accuracy_on_real_data(name: str, floor: float, tmp_path: Path) 
     metrics = evaluate_bundle(load_bundle(tmp_path / "model"), pd.read_parquet(out / "test.pq"),
                               tmp_path / "eval")
     assert metrics["accuracy"] >= floor, metrics["accuracy"]
+    spec = json.loads((tmp_path / "model" / "model.json").read_text())["spec"]
+    assert spec["family"] == family  # inferred from the data: digits are an image

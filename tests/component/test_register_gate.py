@@ -17,7 +17,8 @@ from components.data.prepare import PreparedPaths, prepare
 from components.evaluation.evaluate import evaluate_bundle
 from components.registry.component import register_model
 from components.training.loop import LoopParams, fit, make_loader
-from components.training.model import ModelSpec, build_mlp, load_bundle, load_features, save_bundle
+from components.training.model import load_bundle, load_features, save_bundle
+from components.training.networks import ModelSpec, build_mlp
 from tests.conftest import scenario_sources
 
 pytestmark = pytest.mark.slow

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -5,7 +7,7 @@ import torch
 
 from components.evaluation.evaluate import classification_metrics
 from components.training.loop import EarlyStopping, LoopParams, fit, make_loader, seed_everything
-from components.training.model import ModelSpec, build_mlp
+from components.training.networks import ModelSpec, build_mlp
 
 
 def blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -103,3 +105,93 @@ def test_slices_show_where_the_model_is_worse() -> None:
     assert slices["region"]["accuracy"] == {"eu": 1.0, "na": 0.5}  # apac too small to score
     assert slices["region"]["gap"] == 0.5
     assert "plan" not in slices  # one slice: nothing to compare
+
+
+def test_schedules_shape_the_learning_rate() -> None:
+    from components.training.loop import make_optimizer, make_scheduler
+
+    def rates(schedule: str) -> list[float]:
+        model = build_mlp(ModelSpec(n_features=5, n_classes=3, hidden=8, depth=1))
+        params = LoopParams(epochs=2, lr=0.1, schedule=schedule)
+        optimizer = make_optimizer(model, params)
+        scheduler = make_scheduler(optimizer, params, steps_per_epoch=10)
+        out = []
+        for _ in range(20):
+            out.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            if scheduler:
+                scheduler.step()
+        return out
+
+    assert rates("constant") == [0.1] * 20
+    cosine = rates("cosine")
+    assert cosine[0] == pytest.approx(0.1) and cosine[-1] < 0.002
+    assert all(a >= b for a, b in itertools.pairwise(cosine))
+    onecycle = rates("onecycle")
+    assert onecycle[0] < 0.01 and max(onecycle) == pytest.approx(0.1, rel=0.05)
+
+
+def test_l1_penalty_shrinks_weights() -> None:
+    def weight_norm(l1: float) -> float:
+        seed_everything(0)
+        x, y = blobs(300, 0)
+        model = build_mlp(ModelSpec(n_features=5, n_classes=3, hidden=16, depth=1))
+        fit(model, make_loader(x, y, 32, True), make_loader(x, y, 256, False),
+            LoopParams(epochs=5, lr=1e-2, l1=l1, patience=5))
+        return float(sum(p.detach().abs().sum() for p in model.parameters() if p.ndim > 1))
+
+    assert weight_norm(1e-2) < 0.7 * weight_norm(0.0)
+
+
+def test_model_family_follows_the_data() -> None:
+    from components.data.features import FeatureSchema
+    from components.training.model import resolve_family
+    from components.training.networks import build_model
+
+    pixels = [f"pixel_{r}_{c}" for r in range(8) for c in range(8)]
+    digits = FeatureSchema(target="y", task="classification", classes=["0", "1"],
+                           numeric=pixels)
+    assert resolve_family("auto", digits).name == "image"
+    corner = FeatureSchema(**{**digits.to_dict(), "numeric": pixels[1:],
+                              "dropped": {"pixel_0_0": "constant"}})
+    family = resolve_family("auto", corner)  # a constant pixel still holds its cell
+    assert (family.name, family.side, family.grid) == ("image", 8, list(range(1, 64)))
+    tabular = FeatureSchema(target="y", task="classification", classes=["a", "b"],
+                            numeric=["age", "spend"], categorical=["plan"])
+    assert resolve_family("auto", tabular).name == "tabular"
+    texts = FeatureSchema(target="y", task="classification", classes=["a", "b"], text=["body"])
+    assert resolve_family("auto", texts).name == "text"
+    assert resolve_family("auto", FeatureSchema(**{**tabular.to_dict(), "text": ["body"]})) \
+        .name == "tabular"
+    from components.common.errors import UserError
+
+    with pytest.raises(UserError, match="not a square grid"):
+        resolve_family("image", tabular)
+    cnn = build_model(ModelSpec(n_features=66, n_classes=10, family="image", side=8))
+    assert cnn(torch.zeros(4, 66)).shape == (4, 10)  # two extra features join the head
+
+
+@pytest.mark.slow
+def test_text_model_fine_tunes_minilm_and_can_freeze_it() -> None:
+    from components.data.features import text_tokens
+    from components.training.networks import build_model
+
+    seed_everything(0)
+    words = {0: ["refund", "invoice", "charged twice", "billing"],
+             1: ["crash", "error 500", "app freezes", "bug"]}
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 160)
+    texts = [f"hello, {rng.choice(words[int(c)])} since monday, please help" for c in y]
+    x = text_tokens(pd.DataFrame({"body": texts}), max_length=24)
+    assert x.shape == (160, 2, 24) and x.dtype == np.int64
+    for freeze in (False, True):
+        model = build_model(ModelSpec(n_features=48, n_classes=2, family="text",
+                                      freeze=freeze, max_length=24, dropout=0.0))
+        before = {k: v.clone() for k, v in model.state_dict().items() if "encoder" in k}
+        _, history = fit(model, make_loader(x[:120], y[:120], 16, True),
+                         make_loader(x[120:], y[120:], 64, False),
+                         LoopParams(epochs=3, lr=3e-4 if not freeze else 3e-2, patience=3))
+        assert history[-1]["val_accuracy"] >= 0.9, (freeze, history)
+        after = model.state_dict()
+        unchanged = all(torch.equal(before[k], after[k]) for k in before)
+        assert unchanged == freeze

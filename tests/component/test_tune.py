@@ -1,0 +1,42 @@
+"""Ray Tune returns the trial that is best by the configured metric, each trial a nested
+MLflow run that says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from components.common import tracking
+from components.common.settings import Settings
+from components.data.prepare import PreparedPaths, prepare
+from components.tuning.tune import run_tune
+from tests.conftest import scenario_sources
+
+pytestmark = pytest.mark.slow
+
+
+def test_tune_picks_the_best_trial_by_the_configured_metric(scenario: Path,
+                                                           tmp_path: Path) -> None:
+    settings = Settings(
+        workdir=tmp_path / "work", ray={"num_cpus": 2},
+        data={"sources": scenario_sources(scenario), "target": "category"},
+        train={"batch_size": 32, "hidden": 32},
+        tune={"num_samples": 3, "max_concurrent": 2, "max_epochs": 3,
+              "metric": "val_accuracy",  # maximized: the opposite sense of the default
+              "search_space": {"lr": {"choice": [1e-6, 3e-3, 2e-2]}}})
+    out = tmp_path / "prepared"
+    prepare(settings.data, PreparedPaths(out / "train.pq", out / "val.pq", out / "test.pq",
+                                         out / "q.pq", out / "transform", out / "report"))
+    parent = tracking.start_parent_run(settings, "tune-test")
+    result = run_tune(settings, parent, out / "train.pq", out / "val.pq", out / "transform")
+    experiment = tracking.configure(settings)
+    trials = mlflow.MlflowClient().search_runs(
+        [experiment], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    assert result["trials"] == len(trials) == 3
+    scores = {float(run.data.params["lr"]): run.data.metrics["val_accuracy"] for run in trials}
+    best_lr = max(scores, key=lambda lr: scores[lr])
+    assert result["val_accuracy"] == pytest.approx(scores[best_lr])
+    assert result["params"] == {"lr": best_lr}
+    assert scores[1e-6] < scores[best_lr]  # a learning rate too small to learn loses
