@@ -49,8 +49,10 @@ class Batches:
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
-                 seed: int = 0, rank: int = 0, world: int = 1) -> None:
-        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+                 seed: int = 0, rank: int = 0, world: int = 1,
+                 device: torch.device | None = None) -> None:
+        # On a GPU the whole split moves once: per-batch copies would stall every step.
+        self.x, self.y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world, self.epoch = rank, world, 0
 
@@ -75,13 +77,14 @@ class Batches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         idx = self._indices()
         for start in range(0, len(idx), self.batch_size):
-            batch = idx[start : start + self.batch_size]
+            batch = idx[start : start + self.batch_size].to(self.x.device)
             yield self.x[batch], self.y[batch]
 
 
 def make_loader(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
-                seed: int = 0, rank: int = 0, world: int = 1) -> Batches:
-    return Batches(x, y, batch_size, shuffle, seed, rank, world)
+                seed: int = 0, rank: int = 0, world: int = 1,
+                device: torch.device | None = None) -> Batches:
+    return Batches(x, y, batch_size, shuffle, seed, rank, world, device)
 
 
 BatchIter = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -197,11 +200,11 @@ def fit(
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     history = []
     step = compiled(model, params)
+    bf16 = params.bf16 and device.type == "cuda"
     for epoch in range(params.epochs):
         train_loader.set_epoch(epoch)
-        loss = train_epoch(step, train_loader, optimizer, device, scheduler, params.l1,
-                           params.bf16)
-        metrics = {"train_loss": loss, **evaluate(step, val_loader, device, params.bf16),
+        loss = train_epoch(step, train_loader, optimizer, device, scheduler, params.l1, bf16)
+        metrics = {"train_loss": loss, **evaluate(step, val_loader, device, bf16),
                    "epoch": float(epoch)}
         history.append(metrics)
         if on_epoch:

@@ -71,6 +71,7 @@ def search(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -101,8 +102,8 @@ def search(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
                 max_concurrent_trials=cfg.max_concurrent, time_budget_s=cfg.time_limit_s,
                 scheduler=ASHAScheduler(max_t=cfg.max_epochs, grace_period=min(2, cfg.max_epochs))
                 if cfg.scheduler == "asha" else FIFOScheduler(),
-                search_alg=OptunaSearch(seed=settings.train.seed)
-                if cfg.search == "optuna" else None,
+                search_alg=OptunaSearch(seed=settings.train.seed) if cfg.search == "optuna"
+                else BasicVariantGenerator(random_state=settings.train.seed),
             ),
             run_config=tune.RunConfig(storage_path=storage, name=f"tune-{mlflow_run_id}",
                                       verbose=0, callbacks=[_reaper()]),
