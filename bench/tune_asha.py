@@ -14,7 +14,6 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from components.common import tracking
 from components.common.settings import Settings
@@ -23,16 +22,16 @@ from components.data.prepare import PreparedPaths, prepare
 from components.tuning.tune import search
 
 
-def _timeline(grid: Any, started: float) -> list[tuple[float, float]]:
-    """(seconds since the search started, validation accuracy) of every report."""
-    points = []
-    for result in grid:
-        frame = result.metrics_dataframe
-        if frame is None or "val_accuracy" not in frame:
-            continue
-        points += [(float(t) - started, float(a))
-                   for t, a in zip(frame["timestamp"], frame["val_accuracy"], strict=True)]
-    return sorted(points)
+def _timeline(settings: Settings, parent: str, started: float) -> list[tuple[float, float]]:
+    """(seconds since the search started, validation accuracy) of every epoch of every
+    trial, read back from the trials' nested MLflow runs."""
+    import mlflow
+
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    trials = client.search_runs([tracking.configure(settings)],
+                                filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    return sorted((m.timestamp / 1000 - started, m.value) for run in trials
+                  for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
 
 
 def _reached(points: list[tuple[float, float]], target: float) -> float | None:
@@ -68,9 +67,9 @@ def main() -> None:
                                                  out / "transform", out / "report"))
             parent = tracking.start_parent_run(settings, f"bench-{scheduler}")
             started = time.time()
-            grid = search(settings, parent, out / "train.pq", out / "val.pq", out / "transform")
+            search(settings, parent, out / "train.pq", out / "val.pq", out / "transform")
             walls[scheduler] = time.time() - started
-            timelines[scheduler] = _timeline(grid, started)
+            timelines[scheduler] = _timeline(settings, parent, started)
     best = max(acc for _, acc in timelines["fifo"])
     t_random = _reached(timelines["fifo"], best)
     t_asha = _reached(timelines["asha"], best)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from components.training.loop import (
@@ -55,12 +58,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     params = LoopParams(**config["loop"])
     spec = ModelSpec(**config["spec"])
     seed_everything(params.seed)
-    data = np.load(config["features_path"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    train_loader = make_loader(data["x_train"], data["y_train"], params.batch_size, True,
-                               params.seed, rank, world)
-    val_loader = make_loader(data["x_val"], data["y_val"], 1024, False, rank=rank, world=world)
+    train_loader: Any
+    if "ray_data" in config:
+        featurize = _featurizer(config["ray_data"]["transform_dir"], spec)
+        train_loader = ShardBatches(ray.train.get_dataset_shard("train"), featurize,
+                                    params.batch_size, config["ray_data"]["train_rows"], world,
+                                    shuffle=True, seed=params.seed)
+        val_loader: Any = ShardBatches(ray.train.get_dataset_shard("val"), featurize, 1024,
+                                       config["ray_data"]["val_rows"], world)
+    else:
+        data = np.load(config["features_path"])
+        train_loader = make_loader(data["x_train"], data["y_train"], params.batch_size, True,
+                                   params.seed, rank, world)
+        val_loader = make_loader(data["x_val"], data["y_val"], 1024, False, rank=rank,
+                                 world=world)
     model = ray.train.torch.prepare_model(build_model(spec))
     optimizer = make_optimizer(model, params)
     scheduler = make_scheduler(optimizer, params, len(train_loader))
@@ -110,6 +123,53 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     logger.close()
 
 
+Featurize = Callable[[pd.DataFrame], tuple[np.ndarray, np.ndarray]]
+
+
+def _featurizer(transform_dir: str, spec: ModelSpec) -> Featurize:
+    """Raw rows to model input and class ids, on the worker, with the fitted transform."""
+    import joblib
+
+    from components.data.features import FeatureSchema
+    from components.training.model import featurize
+
+    schema = FeatureSchema.from_dict(json.loads((Path(transform_dir) / "schema.json")
+                                                .read_text()))
+    transform = joblib.load(Path(transform_dir) / "transform.joblib")
+    index = {c: i for i, c in enumerate(schema.classes)}
+
+    def run(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        labels = frame[schema.target].astype(str).map(index).to_numpy(dtype=np.int64)
+        return featurize(transform, schema, frame, spec), labels
+
+    return run
+
+
+class ShardBatches:
+    """Mini-batches streamed from this worker's shard of a Ray Data dataset (the
+    prepared Parquet), featurized as they arrive: no worker holds the split. Each
+    epoch's order follows ``(seed, epoch)`` through a seeded local shuffle buffer."""
+
+    def __init__(self, shard: Any, featurize: Featurize, batch_size: int, rows: int,
+                 world: int, shuffle: bool = False, seed: int = 0) -> None:
+        self.shard, self.featurize, self.batch_size = shard, featurize, batch_size
+        self.rows, self.world, self.shuffle, self.seed, self.epoch = rows, world, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-(self.rows // self.world) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        shuffle = {"local_shuffle_buffer_size": 8 * self.batch_size,
+                   "local_shuffle_seed": self.seed * 100_003 + self.epoch} if self.shuffle else {}
+        for frame in self.shard.iter_batches(batch_size=self.batch_size, batch_format="pandas",
+                                             **shuffle):
+            x, y = self.featurize(frame)
+            yield torch.from_numpy(x), torch.from_numpy(y)
+
+
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The module inside DDP's wrapper, whose state dict has no ``module.`` prefix."""
     inner = getattr(model, "module", model)
@@ -150,7 +210,8 @@ class _MlflowLogger:
 
 
 def make_trainer(config: dict[str, Any], scaling: Scaling, storage: str, name: str,
-                 max_failures: int = 0, callbacks: list[Any] | None = None) -> Any:
+                 max_failures: int = 0, callbacks: list[Any] | None = None,
+                 datasets: dict[str, Any] | None = None) -> Any:
     from ray.train import (
         CheckpointConfig,
         FailureConfig,
@@ -163,6 +224,7 @@ def make_trainer(config: dict[str, Any], scaling: Scaling, storage: str, name: s
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={**config, "threads": scaling.cpus_per_worker},
+        datasets=datasets,
         scaling_config=ScalingConfig(
             num_workers=scaling.workers, use_gpu=scaling.use_gpu,
             resources_per_worker={"CPU": scaling.cpus_per_worker},
@@ -182,7 +244,8 @@ def make_trainer(config: dict[str, Any], scaling: Scaling, storage: str, name: s
 def run_training(config: dict[str, Any], scaling: Scaling, storage: str, name: str,
                  max_failures: int = 0) -> TrainOutcome:
     """Fit under Ray Train and return the best (lowest validation loss) weights."""
-    trainer = make_trainer(config, scaling, storage, name, max_failures)
+    trainer = make_trainer(config, scaling, storage, name, max_failures,
+                           datasets=ray_datasets(config))
     result = trainer.fit()
     if result.error:
         raise result.error
@@ -192,6 +255,15 @@ def run_training(config: dict[str, Any], scaling: Scaling, storage: str, name: s
     with best.as_directory() as ckpt_dir:
         state = torch.load(Path(ckpt_dir) / "state.pt", map_location="cpu", weights_only=False)
     return TrainOutcome(state_dict=state["model"], metrics=dict(result.metrics or {}))
+
+
+def ray_datasets(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The prepared splits as Ray Data datasets, when the config streams them."""
+    if "ray_data" not in config:
+        return None
+    import ray.data
+
+    return {part: ray.data.read_parquet(config["ray_data"][part]) for part in ("train", "val")}
 
 
 def scaling_for(workers: int, cpus_per_worker: int, use_gpu: bool | str) -> Scaling:

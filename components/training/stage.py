@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ def trial_config(settings: Settings, overrides: dict[str, Any], inputs: ModelInp
                      dropout=float(values["dropout"]), family=inputs.family.name,
                      side=inputs.family.side, grid=inputs.family.grid,
                      freeze=train.freeze_encoder, max_length=train.max_length)
+    if inputs.streamed:
+        return {"loop": asdict(loop), "spec": asdict(spec), "ray_data": inputs.streamed}
     return {"loop": asdict(loop), "spec": asdict(spec), "features_path": str(features_path)}
 
 
@@ -53,15 +55,39 @@ class ModelInputs:
     train: tuple[np.ndarray, np.ndarray]
     val: tuple[np.ndarray, np.ndarray]
 
+    streamed: dict[str, Any] | None = None
+    """With ``data.engine: ray``: the splits stay Parquet, streamed to the workers by
+    Ray Data and featurized there; ``train`` and ``val`` then hold a few rows only."""
+
+    def probe(self) -> ModelInputs:
+        """The same, holding one row of each split."""
+        return replace(self, train=(self.train[0][:1], self.train[1][:1]),
+                       val=(self.val[0][:1], self.val[1][:1]))
+
     @property
     def n_features(self) -> int:
         return int(np.prod(self.train[0].shape[1:]))
+
+
+STREAM_PROBE_ROWS = 8
 
 
 def model_inputs(settings: Settings, transform_dir: Path, train: Path, val: Path
                  ) -> ModelInputs:
     schema = FeatureSchema.from_dict(json.loads((transform_dir / "schema.json").read_text()))
     family = resolve_family(settings.train.model, schema)
+    if settings.data.engine == "ray":
+        import pyarrow.dataset as ds
+
+        with tempfile.TemporaryDirectory() as tmp:
+            probe = Path(tmp) / "probe.parquet"
+            ds.dataset(train).head(STREAM_PROBE_ROWS).to_pandas().to_parquet(probe)
+            _, (head,) = load_features(transform_dir, probe, family=family,
+                                       max_length=settings.train.max_length)
+        streamed = {"train": str(train), "val": str(val), "transform_dir": str(transform_dir),
+                    "train_rows": ds.dataset(train).count_rows(),
+                    "val_rows": ds.dataset(val).count_rows()}
+        return ModelInputs(schema, family, head, head, streamed)
     _, (tr, va) = load_features(transform_dir, train, val, family=family,
                                 max_length=settings.train.max_length)
     return ModelInputs(schema, family, tr, va)

@@ -14,7 +14,12 @@ from typing import Any
 from components.common import tracking
 from components.common.compute import ray_session, reap_orphan_placement_groups
 from components.common.settings import Settings
-from components.training.ray_train import make_trainer, save_features, scaling_for
+from components.training.ray_train import (
+    make_trainer,
+    ray_datasets,
+    save_features,
+    scaling_for,
+)
 from components.training.stage import model_inputs, trial_config
 
 
@@ -83,6 +88,7 @@ def search(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
     with tempfile.TemporaryDirectory() as tmp, ray_session(settings.ray, cfg.max_concurrent):
         features = Path(tmp) / "features.npz"
         save_features(features, inputs.train, inputs.val)
+        inputs = inputs.probe()  # trials read the file: their closure stays small
         scaling = scaling_for(1, settings.train.cpus_per_worker, settings.train.use_gpu)
         storage = settings.ray_storage
 
@@ -92,7 +98,7 @@ def search(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
             run_id = tracking.create_child_run(settings, mlflow_run_id, f"trial-{trial_id}")
             config["mlflow"] = {"tracking_uri": settings.tracking_uri, "run_id": run_id}
             make_trainer(config, scaling, storage, name=f"trial-{trial_id}",
-                         callbacks=[TuneReportCallback()]).fit()
+                         callbacks=[TuneReportCallback()], datasets=ray_datasets(config)).fit()
 
         tuner = tune.Tuner(
             tune.with_resources(trial, {"CPU": 0, "TRIAL_DRIVER": 1}),
