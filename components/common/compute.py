@@ -41,12 +41,8 @@ def _worker_setup() -> None:
 
 
 @contextmanager
-def ray_session(settings: RaySettings, trial_slots: int = 0) -> Iterator[int]:
-    """Start or join Ray for one stage; yields the CPUs available to it.
-
-    ``trial_slots`` adds a zero-CPU custom resource so Tune's trial drivers don't
-    hold CPUs that their own training workers need.
-    """
+def ray_session(settings: RaySettings) -> Iterator[int]:
+    """Start or join Ray for one stage; yields the CPUs available to it."""
     for key, value in _RAY_ENV.items():
         os.environ.setdefault(key, value)
     import ray
@@ -60,34 +56,8 @@ def ray_session(settings: RaySettings, trial_slots: int = 0) -> Iterator[int]:
         ray.init(address=settings.address, **kwargs)
     else:
         num_cpus = settings.num_cpus or os.cpu_count() or 1
-        resources = {"TRIAL_DRIVER": float(trial_slots)} if trial_slots else None
-        ray.init(num_cpus=num_cpus, resources=resources, **kwargs)
+        ray.init(num_cpus=num_cpus, **kwargs)
     try:
         yield int(ray.cluster_resources().get("CPU", 1))
     finally:
         ray.shutdown()
-
-
-def reap_orphan_placement_groups() -> int:
-    """Free the placement groups of Train runs whose trial was stopped (by ASHA, say).
-
-    Tune kills a stopped trial's actor while its ``fit()`` runs; the Train workers'
-    placement group outlives it, and Train v2's own cleaner needs the dashboard's State
-    API, which this install does not run. Unreaped, each stopped trial keeps its CPUs and
-    later trials wait forever for a worker group. Uses Ray's GCS accessor (pinned Ray).
-    """
-    import ray
-    from ray.core.generated import gcs_pb2
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
-
-    table = gcs_pb2.PlacementGroupTableData  # type: ignore[attr-defined]
-    live = {table.PENDING, table.CREATED, table.RESCHEDULING}
-    accessor = ray._private.state.state._connect_and_get_accessor()
-    removed = 0
-    for raw in accessor.get_placement_group_table():
-        pg = table.FromString(raw)
-        by_actor = pg.creator_actor_id.strip(b"\xff")  # nil id: made by a driver or Tune
-        if pg.state in live and not pg.is_detached and by_actor and pg.creator_actor_dead:
-            remove_placement_group(PlacementGroup(ray.PlacementGroupID(pg.placement_group_id)))
-            removed += 1
-    return removed

@@ -101,7 +101,9 @@ def _dataset(source: Source) -> tuple[Any, SourceTable | None]:
     chunks = [pa.Table.from_pandas(table.frame.iloc[i:i + BATCH_ROWS], schema=schema,
                                    preserve_index=False)
               for i in range(0, len(table.frame), BATCH_ROWS)]
-    return ray.data.from_arrow(chunks), table
+    # The rows now live in Ray's object store; the driver keeps the unparsed lines only.
+    return ray.data.from_arrow(chunks), SourceTable(table.name, table.frame.head(0),
+                                                    table.malformed)
 
 
 def _blockwise(fn: Callable[..., pd.DataFrame]) -> Callable[..., pa.Table]:
@@ -247,14 +249,15 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
         rows, orphans = join_rows(rows, joins)
         rows, out = check_values(rows, plan, label)
         _side(work, batch, out, {"step": "check", "source": name, "rows": len(batch),
-                                 "pii": scrubber.counts, "orphans": orphans})
+                                 "pii": scrubber.counts, "orphans": orphans,
+                                 "negatives": negative_counts(rows, target)})
         return rows
 
     parts = [_map(ds, checked, name=source.name) for source, ds, _ in modeled]
     ds1 = (parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]).materialize()
     counts: dict[str, list[int]] = {}
-    for batch in ds1.iter_batches(batch_format="pyarrow", batch_size=BATCH_ROWS):
-        for col, (neg, n) in negative_counts(batch.to_pandas(), target).items():
+    for stats in _stats(work, "check"):
+        for col, (neg, n) in stats["negatives"].items():
             total = counts.setdefault(col, [0, 0])
             total[0] += neg
             total[1] += n

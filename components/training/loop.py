@@ -71,8 +71,13 @@ class Batches:
 
     def __len__(self) -> int:
         """Batches per epoch."""
+        return -(-self.samples // self.batch_size)
+
+    @property
+    def samples(self) -> int:
+        """Rows per epoch on this rank."""
         n = len(self.y) - (len(self.y) % self.world if self.shuffle else 0)
-        return -(-len(range(self.rank, n, self.world)) // self.batch_size)
+        return len(range(self.rank, n, self.world))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         idx = self._indices()

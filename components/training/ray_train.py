@@ -8,10 +8,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from components.training.loop import (
@@ -25,7 +24,7 @@ from components.training.loop import (
     seed_everything,
     train_epoch,
 )
-from components.training.model import ModelSpec, build_model
+from components.training.networks import ModelSpec, build_model
 
 
 @dataclass
@@ -54,19 +53,65 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    ctx = ray.train.get_context()
+    shards = {p: ray.train.get_dataset_shard(p) for p in ("train", "val")} \
+        if "ray_data" in config else None
+    resume = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as ckpt_dir:
+            resume = torch.load(Path(ckpt_dir) / "state.pt", map_location="cpu",
+                                weights_only=False)
+
+    def report(metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if state is not None:
+                torch.save(state, Path(tmp) / "state.pt")
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=ckpt)
+
+    run_epochs(config, ctx.get_world_rank(), ctx.get_world_size(),
+               ray.train.torch.get_device(), ray.train.torch.prepare_model, report, resume,
+               shards)
+
+
+def tune_trial_loop(config: dict[str, Any]) -> None:
+    """One Tune trial: the loop in the trial's own process, reporting each epoch to Tune.
+
+    A Ray Train run per trial would start a controller and a worker process, about 12 s
+    here before the first epoch, longer than a small trial's epochs; single-worker
+    trials need neither, and ASHA's early stops then save real time.
+    """
+    from ray import tune
+
+    device = torch.device("cuda" if config.get("use_gpu") and torch.cuda.is_available()
+                          else "cpu")
+    shards = None
+    if "ray_data" in config:
+        shards = {p: d.iterator() for p, d in (ray_datasets(config) or {}).items()}
+    run_epochs(config, 0, 1, device, lambda model: model.to(device),
+               lambda metrics, _state: tune.report(metrics), None, shards, checkpoints=False)
+
+
+def run_epochs(config: dict[str, Any], rank: int, world: int, device: torch.device,
+               wrap: Callable[[torch.nn.Module], torch.nn.Module],
+               report: Callable[[dict[str, float], dict[str, Any] | None], None],
+               resume: dict[str, Any] | None, shards: dict[str, Any] | None,
+               checkpoints: bool = True) -> None:
+    """The epochs of one run on one rank: early stopping, MLflow from rank 0, and a
+    checkpoint (to ``report``) whenever validation improves, every N epochs and at the end."""
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     params = LoopParams(**config["loop"])
     spec = ModelSpec(**config["spec"])
     seed_everything(params.seed)
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
     train_loader: Any
-    if "ray_data" in config:
+    if shards is not None:
         featurize = _featurizer(config["ray_data"]["transform_dir"], spec)
-        train_loader = ShardBatches(ray.train.get_dataset_shard("train"), featurize,
-                                    params.batch_size, config["ray_data"]["train_rows"], world,
-                                    shuffle=True, seed=params.seed)
-        val_loader: Any = ShardBatches(ray.train.get_dataset_shard("val"), featurize, 1024,
+        train_loader = ShardBatches(shards["train"], featurize, params.batch_size,
+                                    config["ray_data"]["train_rows"], world, shuffle=True,
+                                    seed=params.seed)
+        val_loader: Any = ShardBatches(shards["val"], featurize, 1024,
                                        config["ray_data"]["val_rows"], world)
     else:
         data = np.load(config["features_path"])
@@ -74,24 +119,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                    params.seed, rank, world)
         val_loader = make_loader(data["x_val"], data["y_val"], 1024, False, rank=rank,
                                  world=world)
-    model = ray.train.torch.prepare_model(build_model(spec))
+    model = wrap(build_model(spec))
     optimizer = make_optimizer(model, params)
     scheduler = make_scheduler(optimizer, params, len(train_loader))
-    device = ray.train.torch.get_device()
     bf16 = params.bf16 and device.type == "cuda"
     stopper = EarlyStopping(params.patience)
     start = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as ckpt_dir:
-            state = torch.load(Path(ckpt_dir) / "state.pt", map_location=device,
-                               weights_only=False)
-        _unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+    if resume:
+        _unwrap(model).load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
         if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        stopper = EarlyStopping(**state["stopper"])
-        start = state["epoch"] + 1
+            scheduler.load_state_dict(resume["scheduler"])
+        stopper = EarlyStopping(**resume["stopper"])
+        start = resume["epoch"] + 1
     logger = _MlflowLogger(config.get("mlflow"), rank)
     logger.params({**config["loop"], **config["spec"], "workers": world})
     every = max(1, int(config.get("checkpoint_every", 1)))
@@ -103,27 +143,26 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         seconds = time.perf_counter() - began
         metrics = {"train_loss": loss, **evaluate(step, val_loader, device, bf16),
                    "lr": optimizer.param_groups[0]["lr"], "epoch_s": seconds,
-                   "samples_per_s": len(train_loader.y) / seconds}
+                   "samples_per_s": train_loader.samples / seconds}
         improved = stopper.step(epoch, metrics["val_loss"])
         metrics |= {"epoch": epoch, "best_val_loss": stopper.best, "resumed_from": start}
         logger.metrics(metrics, epoch)
         stop = stopper.should_stop or epoch == params.epochs - 1
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
-            if rank == 0 and (improved or stop or epoch % every == 0):
-                torch.save({"model": _unwrap(model).state_dict(),
-                            "optimizer": optimizer.state_dict(), "epoch": epoch,
-                            "scheduler": scheduler.state_dict() if scheduler else None,
-                            "stopper": asdict(stopper), "improved": improved},
-                           Path(tmp) / "state.pt")
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt)
+        state = None
+        if checkpoints and rank == 0 and (improved or stop or epoch % every == 0):
+            state = {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                     "epoch": epoch, "scheduler": scheduler.state_dict() if scheduler else None,
+                     "stopper": asdict(stopper), "improved": improved}
+        report(metrics, state)
         if stopper.should_stop:
             break
     logger.close()
 
 
-Featurize = Callable[[pd.DataFrame], tuple[np.ndarray, np.ndarray]]
+if TYPE_CHECKING:
+    import pandas as pd
+
+    Featurize = Callable[[pd.DataFrame], tuple[np.ndarray, np.ndarray]]
 
 
 def _featurizer(transform_dir: str, spec: ModelSpec) -> Featurize:
@@ -159,7 +198,12 @@ class ShardBatches:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return -(-(self.rows // self.world) // self.batch_size)
+        return -(-self.samples // self.batch_size)
+
+    @property
+    def samples(self) -> int:
+        """Rows per epoch on this rank."""
+        return self.rows // self.world
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         shuffle = {"local_shuffle_buffer_size": 8 * self.batch_size,
@@ -255,6 +299,22 @@ def run_training(config: dict[str, Any], scaling: Scaling, storage: str, name: s
     with best.as_directory() as ckpt_dir:
         state = torch.load(Path(ckpt_dir) / "state.pt", map_location="cpu", weights_only=False)
     return TrainOutcome(state_dict=state["model"], metrics=dict(result.metrics or {}))
+
+
+TUNABLE = {"lr": ("loop", float), "weight_decay": ("loop", float), "batch_size": ("loop", int),
+           "hidden": ("spec", int), "depth": ("spec", int), "dropout": ("spec", float)}
+"""The hyperparameters a search may set, where each goes in a run's config, and its type."""
+
+
+def with_params(config: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """A run's config with searched hyperparameters in place. It lives here, beside the
+    loop, so a Tune trial imports no more than its trainer does."""
+    out = {**config, "loop": dict(config["loop"]), "spec": dict(config["spec"])}
+    for key, value in params.items():
+        if key in TUNABLE:
+            part, cast = TUNABLE[key]
+            out[part][key] = cast(value)
+    return out
 
 
 def ray_datasets(config: dict[str, Any]) -> dict[str, Any] | None:

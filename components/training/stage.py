@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,28 +22,29 @@ from components.training.model import (
     resolve_family,
     save_bundle,
 )
-from components.training.ray_train import run_training, save_features, scaling_for
-
-TUNABLE = ("lr", "hidden", "depth", "dropout", "weight_decay", "batch_size")
+from components.training.ray_train import (
+    run_training,
+    save_features,
+    scaling_for,
+    with_params,
+)
 
 
 def trial_config(settings: Settings, overrides: dict[str, Any], inputs: ModelInputs,
                  features_path: Path, epochs: int | None = None) -> dict[str, Any]:
     """The train-loop config for given hyperparameters; the one place defaults meet overrides."""
     train = settings.train
-    values = {**train.model_dump(), **{k: v for k, v in overrides.items() if k in TUNABLE}}
-    loop = LoopParams(epochs=epochs or values["epochs"], batch_size=int(values["batch_size"]),
-                      lr=float(values["lr"]), weight_decay=float(values["weight_decay"]),
-                      l1=train.l1, schedule=train.schedule, patience=values["patience"],
-                      seed=values["seed"], bf16=train.bf16, compile=train.compile)
+    loop = LoopParams(epochs=epochs or train.epochs, batch_size=train.batch_size, lr=train.lr,
+                      weight_decay=train.weight_decay, l1=train.l1, schedule=train.schedule,
+                      patience=train.patience, seed=train.seed, bf16=train.bf16,
+                      compile=train.compile)
     spec = ModelSpec(n_features=inputs.n_features, n_classes=len(inputs.schema.classes),
-                     hidden=int(values["hidden"]), depth=int(values["depth"]),
-                     dropout=float(values["dropout"]), family=inputs.family.name,
-                     side=inputs.family.side, grid=inputs.family.grid,
+                     hidden=train.hidden, depth=train.depth, dropout=train.dropout,
+                     family=inputs.family.name, side=inputs.family.side, grid=inputs.family.grid,
                      freeze=train.freeze_encoder, max_length=train.max_length)
-    if inputs.streamed:
-        return {"loop": asdict(loop), "spec": asdict(spec), "ray_data": inputs.streamed}
-    return {"loop": asdict(loop), "spec": asdict(spec), "features_path": str(features_path)}
+    data = {"ray_data": inputs.streamed} if inputs.streamed else \
+        {"features_path": str(features_path)}
+    return with_params({"loop": asdict(loop), "spec": asdict(spec), **data}, overrides)
 
 
 @dataclass
@@ -58,11 +59,6 @@ class ModelInputs:
     streamed: dict[str, Any] | None = None
     """With ``data.engine: ray``: the splits stay Parquet, streamed to the workers by
     Ray Data and featurized there; ``train`` and ``val`` then hold a few rows only."""
-
-    def probe(self) -> ModelInputs:
-        """The same, holding one row of each split."""
-        return replace(self, train=(self.train[0][:1], self.train[1][:1]),
-                       val=(self.val[0][:1], self.val[1][:1]))
 
     @property
     def n_features(self) -> int:

@@ -1,24 +1,25 @@
-"""Ray Tune search where every trial is a Ray Train run (Train v2 style).
+"""Ray Tune search: each trial runs the training loop in its own Tune process, one
+worker, reporting every epoch, so ASHA can stop it between any two epochs.
 
-A ``TorchTrainer`` cannot be handed to ``tune.Tuner`` in Train v2, so each trial is a
-function that runs a trainer and forwards its reports with ``TuneReportCallback``.
+Trials are not Ray Train runs: in Train v2 a ``TorchTrainer`` can only run inside a
+function trainable, and its controller and worker processes cost more start-up than a
+small trial's epochs (``tune_trial_loop``). The final model is a Ray Train run.
 """
 
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from components.common import tracking
-from components.common.compute import ray_session, reap_orphan_placement_groups
+from components.common.compute import ray_session
 from components.common.settings import Settings
 from components.training.ray_train import (
-    make_trainer,
-    ray_datasets,
     save_features,
     scaling_for,
+    tune_trial_loop,
+    with_params,
 )
 from components.training.stage import model_inputs, trial_config
 
@@ -35,23 +36,6 @@ def search_space(space: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
         else:
             out[key] = getattr(tune, kind)(*args)
     return out
-
-
-def _reaper() -> Any:
-    from ray import tune
-
-    class OrphanReaper(tune.Callback):
-        """Reaps stopped trials' worker placement groups about once a second."""
-
-        def __init__(self) -> None:
-            self.last = 0.0
-
-        def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
-            if time.monotonic() - self.last >= 1.0:
-                self.last = time.monotonic()
-                reap_orphan_placement_groups()
-
-    return OrphanReaper()
 
 
 def run_tune(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
@@ -71,10 +55,9 @@ def run_tune(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
 
 def search(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
            transform_dir: Path) -> Any:
-    """Run every trial; returns Tune's ResultGrid (each trial's reports, timed)."""
+    """Run every trial; returns Tune's ResultGrid."""
     import optuna
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
@@ -85,23 +68,24 @@ def search(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
     mode = "min" if cfg.metric == "val_loss" else "max"
     inputs = model_inputs(settings, transform_dir, train, val)
     tracking.configure(settings)
-    with tempfile.TemporaryDirectory() as tmp, ray_session(settings.ray, cfg.max_concurrent):
+    with tempfile.TemporaryDirectory() as tmp, ray_session(settings.ray):
         features = Path(tmp) / "features.npz"
         save_features(features, inputs.train, inputs.val)
-        inputs = inputs.probe()  # trials read the file: their closure stays small
+        base = trial_config(settings, {}, inputs, features, epochs=cfg.max_epochs)
+        del inputs  # trials read the file and get a plain config: a small, light closure
         scaling = scaling_for(1, settings.train.cpus_per_worker, settings.train.use_gpu)
-        storage = settings.ray_storage
+        base |= {"threads": scaling.cpus_per_worker, "use_gpu": scaling.use_gpu}
 
         def trial(params: dict[str, Any]) -> None:
             trial_id = tune.get_context().get_trial_id()
-            config = trial_config(settings, params, inputs, features, epochs=cfg.max_epochs)
+            config = with_params(base, params)
             run_id = tracking.create_child_run(settings, mlflow_run_id, f"trial-{trial_id}")
             config["mlflow"] = {"tracking_uri": settings.tracking_uri, "run_id": run_id}
-            make_trainer(config, scaling, storage, name=f"trial-{trial_id}",
-                         callbacks=[TuneReportCallback()], datasets=ray_datasets(config)).fit()
+            tune_trial_loop(config)
 
         tuner = tune.Tuner(
-            tune.with_resources(trial, {"CPU": 0, "TRIAL_DRIVER": 1}),
+            tune.with_resources(trial, {"CPU": scaling.cpus_per_worker,
+                                        "GPU": 1 if scaling.use_gpu else 0}),
             param_space=search_space(cfg.search_space),
             tune_config=tune.TuneConfig(
                 metric=cfg.metric, mode=mode, num_samples=cfg.num_samples,
@@ -109,9 +93,10 @@ def search(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
                 scheduler=ASHAScheduler(max_t=cfg.max_epochs, grace_period=min(2, cfg.max_epochs))
                 if cfg.scheduler == "asha" else FIFOScheduler(),
                 search_alg=OptunaSearch(seed=settings.train.seed) if cfg.search == "optuna"
-                else BasicVariantGenerator(random_state=settings.train.seed),
+                else BasicVariantGenerator(random_state=settings.train.seed,
+                                           max_concurrent=cfg.max_concurrent),
             ),
-            run_config=tune.RunConfig(storage_path=storage, name=f"tune-{mlflow_run_id}",
-                                      verbose=0, callbacks=[_reaper()]),
+            run_config=tune.RunConfig(storage_path=settings.ray_storage,
+                                      name=f"tune-{mlflow_run_id}", verbose=0),
         )
         return tuner.fit()
