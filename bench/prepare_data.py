@@ -1,10 +1,10 @@
 """prepare_data throughput and memory against its floor, measured in the same run.
 
 The floor reads the same sources with the same connectors and writes them to Parquet,
-doing nothing else. Each phase runs in a fresh process so its peak memory is its own;
-for the Ray engine, peak memory is the largest sum of RSS over the driver and every Ray
-process, sampled, which counts shared object-store pages once per process (an upper
-bound).
+doing nothing else. Each phase runs in a fresh process so its peak memory is its own:
+the larger of its peak RSS and the largest sum of PSS over it and every process it
+started (Ray's), sampled every 0.2 s; PSS splits shared pages, such as Ray's object
+store, among the processes that map them, so the sum counts each page once.
 
     python bench/prepare_data.py --rows 1000000
 """
@@ -35,7 +35,7 @@ def _settings(root: Path) -> DataSettings:
 
 
 class _PeakRss:
-    """Peak of the summed RSS of this process and its descendants (Ray's processes)."""
+    """Peak of the summed PSS of this process and its descendants (Ray's processes)."""
 
     def __init__(self) -> None:
         import psutil
@@ -52,8 +52,8 @@ class _PeakRss:
         while not self.done.wait(0.2):
             total = 0
             for proc in [self.me, *self.me.children(recursive=True)]:
-                try:
-                    total += proc.memory_info().rss
+                try:  # PSS: shared pages (Ray's object store) split among their users
+                    total += proc.memory_full_info().pss
                 except psutil.Error:
                     continue
             self.peak = max(self.peak, total)
