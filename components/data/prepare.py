@@ -115,13 +115,27 @@ def plan_integration(tables: list[SourceTable], sources: list[Source], columns: 
 
 
 def join_rows(frame: pd.DataFrame, joins: list[Join]) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Left-join the dimension tables onto rows; counts the rows each join left empty."""
+    """Left-join the dimension tables onto rows; counts the rows each join left empty.
+
+    A lookup of each row's key in the (unique) right keys, then one take per right
+    column: a merge would copy every left column too, for each join."""
     orphans = {}
+    frame = frame.copy(deep=False)
     for join in joins:
-        merged = frame.merge(join.right, on=join.on, how="left",
-                             suffixes=("", f"_{join.name}"), indicator=True)
-        orphans[join.name] = int((merged["_merge"] == "left_only").sum())
-        frame = merged.drop(columns="_merge")
+        right = join.right.set_index(join.on)
+        keys = frame[join.on[0]] if len(join.on) == 1 else pd.MultiIndex.from_frame(
+            frame[join.on])
+        for key in join.on:
+            if pd.api.types.is_numeric_dtype(frame[key]) != \
+                    pd.api.types.is_numeric_dtype(join.right[key]):
+                raise UserError(f"source {join.name!r}: join key {key!r} is a number on one "
+                                "side and text on the other; make them one type")
+        looked = right.reindex(keys)
+        orphans[join.name] = int(looked.index.isin(right.index).__invert__().sum()) \
+            if len(right) else len(frame)
+        for col in looked.columns:
+            name = f"{col}_{join.name}" if col in frame.columns else col
+            frame[name] = looked[col].to_numpy()
     return frame, orphans
 
 
@@ -301,19 +315,26 @@ def add_keys(frame: pd.DataFrame, plan: RowPlan) -> pd.DataFrame:
 
 
 def _hash_column(values: np.ndarray) -> np.ndarray:
-    """Per-value hashes; None and NaN are one missing value in any engine."""
-    if values.dtype == object:
-        missing = pd.isna(values)
-        if missing.any():
-            values = values.copy()
-            values[missing] = "\x00"
-    return pd.util.hash_array(values, categorize=False)
+    """Per-value hashes; None and NaN are one missing value in any engine. Either way of
+    hashing gives the same values once no value is missing; few distinct values hash
+    faster categorized."""
+    if values.dtype != object:
+        return pd.util.hash_array(values, categorize=False)
+    missing = pd.isna(values)
+    if missing.any():
+        values = values.copy()
+        values[missing] = "\x00"
+    return pd.util.hash_array(values, categorize=_few_distinct(values))
+
+
+def _few_distinct(values: np.ndarray) -> bool:
+    head = values[:2000]
+    return len(set(head)) <= len(head) // 4
 
 
 def _near_hash(values: np.ndarray) -> np.ndarray:
     """Hashes of normalized text; a column of few distinct values normalizes each once."""
-    head = values[:2000]
-    if len(set(head)) > len(head) // 4:  # mostly distinct: factorizing would cost more
+    if not _few_distinct(values):  # mostly distinct: factorizing would cost more
         return _hash_column(_normalized_text(values))
     codes, uniques = pd.factorize(values)
     hashed = _hash_column(_normalized_text(np.asarray(uniques, dtype=object)))
