@@ -39,6 +39,7 @@ from components.data.prepare import (
     SPLIT,
     Join,
     PreparedPaths,
+    RowPlan,
     add_keys,
     build_report,
     check_impossible,
@@ -213,12 +214,10 @@ def _prepare(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
         [SourceTable(s.name, heads[s.name]) for s, _, _ in modeled] + others,
         settings.sources, columns)
     label = "+".join(appended)
+    read_here = [*(t for _, _, t in modeled if t is not None), *others]
     malformed = [malformed_rows(SourceTable(t.name, t.frame, [scrubber.text(x)
                                                               for x in t.malformed]))
-                 for _, _, t in modeled if t is not None]
-    malformed += [malformed_rows(SourceTable(t.name, t.frame, [scrubber.text(x)
-                                                               for x in t.malformed]))
-                  for t in others]
+                 for t in read_here]
     integrated_head, _ = join_rows(pd.concat(list(heads.values())).head(PLAN_ROWS), joins)
     plan = plan_rows(integrated_head, settings)
 
@@ -235,7 +234,8 @@ def _prepare(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
 
 def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
          modeled: list[tuple[Source, Any, SourceTable | None]], others: list[SourceTable],
-         fields: dict[tuple[str, str], str], names: list[str], joins: list[Join], plan: Any,
+         fields: dict[tuple[str, str], str], names: list[str], joins: list[Join],
+         plan: RowPlan,
          label: str, appended: list[str], driver_quarantine: list[pd.DataFrame],
          pii_counts: Counter[str]) -> dict[str, Any]:
     import ray
