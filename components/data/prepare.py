@@ -377,7 +377,8 @@ class Decisions:
     rare: list[str]
     cuts: dict[str, tuple[float, float]]
     """Per class: rows with u <= the first cut are test, <= the second are validation."""
-    fit_cut: float
+    fit_keys: np.ndarray
+    """The training rows the transform is fitted on (their ``_exact``)."""
     splits: dict[str, int]
     class_balance: dict[str, int]
     fingerprint: str
@@ -410,11 +411,12 @@ def decide(keys: pd.DataFrame, settings: DataSettings, columns: list[str]) -> De
         cuts[str(label)] = (float(ranked[n_test - 1]), float(ranked[n_test + n_val - 1]))
     split = assign_split(labels, u, cuts)
     train = clean[EXACT].to_numpy()[split == "train"]
-    v = np.sort(uniform(train, settings.seed + 1))
+    # All training rows up to FIT_ROWS, else a seeded sample of that many.
+    fit_keys = np.sort(train[np.argsort(uniform(train, settings.seed + 1))[:FIT_ROWS]])
     digest = hashlib.sha256("|".join(columns).encode() + np.sort(train).tobytes())
     return Decisions(
         winners=winners, repeated=np.sort(counts.index[counts > 1].to_numpy()), rare=rare,
-        cuts=cuts, fit_cut=float(v[min(FIT_ROWS, len(v)) - 1]),
+        cuts=cuts, fit_keys=fit_keys,
         splits={s: int((split == s).sum()) for s in ("train", "val", "test")},
         class_balance={str(k): int(n) for k, n in clean[target].value_counts().items()},
         fingerprint=digest.hexdigest()[:16],
@@ -459,18 +461,15 @@ def finish_rows(frame: pd.DataFrame, dec: Decisions, settings: DataSettings, sou
     return frame, out
 
 
-def fit_sample(frame: pd.DataFrame, dec: Decisions, settings: DataSettings) -> pd.DataFrame:
-    """Training rows the transform is fitted on: all of them up to FIT_ROWS, else a
-    seeded sample of that many."""
-    pick = (frame[SPLIT] == "train") & \
-        (uniform(frame[EXACT].to_numpy(), settings.seed + 1) <= dec.fit_cut)
-    return frame[pick]
+def fit_sample(frame: pd.DataFrame, dec: Decisions) -> pd.DataFrame:
+    """The rows the transform is fitted on, of those in ``frame``; one of each copy."""
+    return frame[np.isin(frame[EXACT].to_numpy(), dec.fit_keys)].drop_duplicates(EXACT)
 
 
 def fit_transform(sample: pd.DataFrame, settings: DataSettings, dec: Decisions
                   ) -> tuple[FeatureSchema, Any]:
     sample = sample.sort_values(EXACT, kind="stable").reset_index(drop=True) \
-        .drop(columns=[EXACT, NEAR, SPLIT])
+        .drop(columns=[EXACT, NEAR, SPLIT], errors="ignore")
     try:
         schema = infer_schema(sample, settings, sorted(dec.class_balance))
     except ValueError as exc:
@@ -564,7 +563,7 @@ def _prepare_pandas(settings: DataSettings, paths: PreparedPaths) -> dict[str, A
     dec = decide(frame[[EXACT, NEAR, settings.target]], settings,
                  [c for c in frame.columns if c not in (EXACT, NEAR)])
     frame, last = finish_rows(frame, dec, settings, source)
-    schema, transform = fit_transform(fit_sample(frame, dec, settings), settings, dec)
+    schema, transform = fit_transform(fit_sample(frame, dec), settings, dec)
     for part, path in ((s, getattr(paths, s)) for s in ("train", "val", "test")):
         path.parent.mkdir(parents=True, exist_ok=True)
         frame.loc[frame[SPLIT] == part, [*schema.inputs, settings.target]] \

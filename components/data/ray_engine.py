@@ -155,10 +155,6 @@ def _got(value: Any) -> Any:
     return ray.get(value) if isinstance(value, ray.ObjectRef) else value
 
 
-def _split_rows(batch: pd.DataFrame, part: str, columns: list[str]) -> pd.DataFrame:
-    return batch.loc[batch[SPLIT] == part, columns]
-
-
 def _digest(frame: pd.DataFrame) -> str:
     hashed = pd.util.hash_pandas_object(frame.astype("string"), index=False).to_numpy()
     return hashlib.sha256(hashed.tobytes()).hexdigest()[:20]
@@ -251,7 +247,7 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
         _side(work, batch, out, {"step": "check", "source": name, "rows": len(batch),
                                  "pii": scrubber.counts, "orphans": orphans,
                                  "negatives": negative_counts(rows, target)})
-        return rows
+        return add_keys(rows, plan)  # a row's keys don't change when others are dropped
 
     parts = [_map(ds, checked, name=source.name) for source, ds, _ in modeled]
     ds1 = (parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]).materialize()
@@ -263,41 +259,47 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
             total[1] += n
     plan = replace(plan, negative=impossible_columns(counts))
 
-    def keyed(batch: pd.DataFrame) -> pd.DataFrame:
-        rows, out = check_impossible(batch, plan, label)
-        _side(work, batch, out, {"step": "impossible"})
-        return add_keys(rows, plan)
-
-    ds2 = _map(ds1, keyed).materialize()
-    columns = [c for c in ds2.schema().names if c not in (EXACT, NEAR)]
-    keys = _to_pandas(ds2.select_columns([EXACT, NEAR, target]))
-    dec = decide(keys, settings, columns)
+    columns = [c for c in ds1.schema().names if c not in (EXACT, NEAR)]
+    # The impossible-value check needs counts over every row, so it runs in the last pass;
+    # the decisions leave its rows out already, from the few columns it reads.
+    keys = _to_pandas(ds1.select_columns([EXACT, NEAR, target, *plan.negative]))
+    impossible = np.zeros(len(keys), dtype=bool)
+    for col in plan.negative:
+        impossible |= (keys[col] < 0).to_numpy()
+    dec = decide(keys.loc[~impossible, [EXACT, NEAR, target]], settings, columns)
     del keys
     repeated = ray.put(dec.repeated)
 
-    def finished(batch: pd.DataFrame, repeated: Any, copies: bool) -> pd.DataFrame:
-        batch = batch[np.isin(batch[EXACT].to_numpy(), _got(repeated)) == copies]
-        rows, out = finish_rows(batch, dec, settings, label)
-        _side(work, batch, out, {"step": "finish", "missing": missing_counts(rows)})
-        return rows
-
-    singles = _map(ds2, finished, repeated=repeated, copies=False)
-    # Every copy of a repeated row must meet in one batch: they are few, and gathered here.
-    copies = _to_pandas(_map(ds2, _rows_with, keys=repeated))
-    ds3 = singles
-    if len(copies):
-        kept = finished(copies, dec.repeated, True)
-        ds3 = singles.union(ray.data.from_arrow(_arrow(kept))) if len(kept) else singles
-    ds3 = ds3.materialize()
-    sample = _to_pandas(_map(ds3, fit_sample, dec=dec, settings=settings))
-    schema, transform = fit_transform(sample, settings, dec)
+    # The transform is fitted first, on rows the decisions name, so the last pass can
+    # write every split as it goes.
+    sample = _to_pandas(_map(ds1, _rows_with, keys=ray.put(dec.fit_keys)))
+    schema, transform = fit_transform(fit_sample(sample, dec), settings, dec)
     del sample
+    outputs = [*schema.inputs, target]
     for part in ("train", "val", "test"):
         path = getattr(paths, part)
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-        _map(ds3, _split_rows, part=part, columns=[*schema.inputs, target]) \
-            .write_parquet(str(path))
+        path.mkdir(parents=True)
+
+    def finished(batch: pd.DataFrame, repeated: Any, copies: bool) -> pd.DataFrame:
+        batch = batch[np.isin(batch[EXACT].to_numpy(), _got(repeated)) == copies]
+        rows, out = check_impossible(batch, plan, label)
+        rows, more = finish_rows(rows, dec, settings, label)
+        _side(work, batch, [*out, *more], {"step": "finish", "missing": missing_counts(rows)})
+        if len(rows):
+            name = f"part-{_digest(batch)}.parquet"
+            for part in ("train", "val", "test"):
+                chosen = rows.loc[rows[SPLIT] == part, outputs]
+                if len(chosen):
+                    pq.write_table(_arrow(chosen), getattr(paths, part) / name)
+        return pd.DataFrame({"rows": [len(rows)]})
+
+    _to_pandas(_map(ds1, finished, repeated=repeated, copies=False))
+    # Every copy of a repeated row must meet in one batch: they are few, and gathered here.
+    copies = _to_pandas(_map(ds1, _rows_with, keys=repeated))
+    if len(copies):
+        finished(copies, dec.repeated, True)
     save_transform(schema, transform, paths.transform_dir)
 
     def described(batch: pd.DataFrame, name: str) -> pd.DataFrame:
