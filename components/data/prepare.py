@@ -130,9 +130,8 @@ def join_rows(frame: pd.DataFrame, joins: list[Join]) -> tuple[pd.DataFrame, dic
                     pd.api.types.is_numeric_dtype(join.right[key]):
                 raise UserError(f"source {join.name!r}: join key {key!r} is a number on one "
                                 "side and text on the other; make them one type")
-        looked = right.reindex(keys)
-        orphans[join.name] = int(looked.index.isin(right.index).__invert__().sum()) \
-            if len(right) else len(frame)
+        orphans[join.name] = int((right.index.get_indexer(keys) < 0).sum())
+        looked = right.reindex(keys)  # missing where no key matched
         for col in looked.columns:
             name = f"{col}_{join.name}" if col in frame.columns else col
             frame[name] = looked[col].to_numpy()
