@@ -254,8 +254,7 @@ class _MlflowLogger:
 
 
 def make_trainer(config: dict[str, Any], scaling: Scaling, storage: str, name: str,
-                 max_failures: int = 0, callbacks: list[Any] | None = None,
-                 datasets: dict[str, Any] | None = None) -> Any:
+                 max_failures: int = 0, datasets: dict[str, Any] | None = None) -> Any:
     from ray.train import (
         CheckpointConfig,
         FailureConfig,
@@ -279,7 +278,6 @@ def make_trainer(config: dict[str, Any], scaling: Scaling, storage: str, name: s
             checkpoint_config=CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute="val_loss",
                 checkpoint_score_order="min"),
-            callbacks=callbacks or [],
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
