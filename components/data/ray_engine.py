@@ -165,7 +165,8 @@ def _side(work: Path, batch: pd.DataFrame, quarantined: list[pd.DataFrame],
     """A batch's quarantined rows and counts, named by the step and the batch's input."""
     if batch.empty:
         return
-    name = f"{stats['step']}-{_digest(batch)}"
+    # The source is in the name too: two sources may hold a batch of identical rows.
+    name = f"{stats['step']}-{stats.get('source', '')}-{_digest(batch)}"
     rows = [q for q in quarantined if len(q)]
     if rows:
         pd.concat(rows, ignore_index=True).to_parquet(work / "quarantine" / f"{name}.parquet",

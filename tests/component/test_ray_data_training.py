@@ -16,7 +16,7 @@ from components.common.settings import Settings
 from components.data.prepare import PreparedPaths, prepare
 from components.evaluation.evaluate import evaluate_bundle
 from components.training.model import load_bundle
-from components.training.stage import run_train
+from components.training.stage import STREAM_PROBE_ROWS, model_inputs, run_train
 from tests.conftest import FAST, scenario_sources
 
 pytestmark = pytest.mark.slow
@@ -32,6 +32,8 @@ def test_training_streams_ray_data_shards(scenario: Path, tmp_path: Path) -> Non
     prepare(settings.data, PreparedPaths(out / "train.pq", out / "val.pq", out / "test.pq",
                                          out / "q.pq", out / "transform", out / "report"))
     assert (out / "train.pq").is_dir()  # Ray Data wrote the split as a dataset of parts
+    inputs = model_inputs(settings, out / "transform", out / "train.pq", out / "val.pq")
+    assert inputs.streamed and len(inputs.train[0]) == STREAM_PROBE_ROWS  # no driver arrays
     parent = tracking.start_parent_run(settings, "ray-data-train")
     result = run_train(settings, parent, {}, out / "train.pq", out / "val.pq",
                        out / "transform", tmp_path / "model")
