@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components.common.settings import DataSettings, RaySettings, Source
-from components.data.features import category_variants, outlier_counts
+from components.data.features import category_variants, infer_schema, outlier_counts
 from components.data.prepare import (
     EXACT,
     NEAR,
@@ -73,6 +74,9 @@ from components.data.sources import SourceTable, read_source, source_format
 
 BATCH_ROWS = 50_000
 """Rows per batch: big enough for vectorized pandas, small enough to bound memory."""
+
+
+DESCRIBED = ["kind", "column", "value", "n"]
 
 
 def prepare_ray(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
@@ -144,8 +148,9 @@ def _map(ds: Any, fn: Callable[..., pd.DataFrame], **kwargs: Any) -> Any:
                           fn_kwargs=kwargs)
 
 
-def _rows_with(batch: pd.DataFrame, keys: Any) -> pd.DataFrame:
-    return batch[np.isin(batch[EXACT].to_numpy(), _got(keys))]
+def _rows_with(batch: pa.Table, keys: Any) -> pa.Table:
+    """Rows whose ``_exact`` key is one of ``keys``; in Arrow, as a batch is mostly not."""
+    return batch.filter(pc.is_in(batch[EXACT], value_set=_got(keys)))
 
 
 def _got(value: Any) -> Any:
@@ -161,12 +166,12 @@ def _digest(frame: pd.DataFrame) -> str:
 
 
 def _side(work: Path, batch: pd.DataFrame, quarantined: list[pd.DataFrame],
-          stats: dict[str, Any]) -> None:
+          stats: dict[str, Any], digest: str | None = None) -> None:
     """A batch's quarantined rows and counts, named by the step and the batch's input."""
     if batch.empty:
         return
     # The source is in the name too: two sources may hold a batch of identical rows.
-    name = f"{stats['step']}-{stats.get('source', '')}-{_digest(batch)}"
+    name = f"{stats['step']}-{stats.get('source', '')}-{digest or _digest(batch)}"
     rows = [q for q in quarantined if len(q)]
     if rows:
         pd.concat(rows, ignore_index=True).to_parquet(work / "quarantine" / f"{name}.parquet",
@@ -217,14 +222,19 @@ def _prepare(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
                  for t in read_here]
     integrated_head, _ = join_rows(pd.concat(list(heads.values())).head(PLAN_ROWS), joins)
     plan = plan_rows(integrated_head, settings)
+    kept = {s.name: _described_columns(scrub_frame(heads[s.name], s.name, fields,
+                                                   Scrubber(settings.privacy, names)), settings)
+            for s, _, _ in modeled}
 
     work = Path(tempfile.mkdtemp(prefix="mlcycle-ray-", dir=paths.quarantine.parent
                                  if paths.quarantine.parent.exists() else None))
     (work / "quarantine").mkdir()
     (work / "stats").mkdir()
+    for source, _, _ in modeled:
+        (work / "source" / _safe(source.name)).mkdir(parents=True)
     try:
         return _run(settings, paths, work, modeled, others, fields, names, joins, plan, label,
-                    appended, [*rejected, *malformed], scrubber.counts)
+                    appended, [*rejected, *malformed], scrubber.counts, kept)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -234,7 +244,7 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
          fields: dict[tuple[str, str], str], names: list[str], joins: list[Join],
          plan: RowPlan,
          label: str, appended: list[str], driver_quarantine: list[pd.DataFrame],
-         pii_counts: Counter[str]) -> dict[str, Any]:
+         pii_counts: Counter[str], kept: dict[str, list[str]]) -> dict[str, Any]:
     import ray
 
     target = settings.target
@@ -243,11 +253,15 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
     def checked(batch: pd.DataFrame, name: str) -> pd.DataFrame:
         scrubber = Scrubber(privacy, names)
         rows = scrub_frame(batch, name, fields, scrubber)
+        digest = _digest(batch)
+        if kept[name] and len(rows):  # the source's own statistics, counted at the end
+            pq.write_table(_arrow(rows[kept[name]]),
+                           work / "source" / _safe(name) / f"{digest}.parquet")
         rows, orphans = join_rows(rows, joins)
         rows, out = check_values(rows, plan, label)
         _side(work, batch, out, {"step": "check", "source": name, "rows": len(batch),
                                  "pii": scrubber.counts, "orphans": orphans,
-                                 "negatives": negative_counts(rows, target)})
+                                 "negatives": negative_counts(rows, target)}, digest)
         return add_keys(rows, plan)  # a row's keys don't change when others are dropped
 
     parts = [_map(ds, checked, name=source.name) for source, ds, _ in modeled]
@@ -273,9 +287,16 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
 
     # The transform is fitted first, on rows the decisions name, so the last pass can
     # write every split as it goes.
-    sample = _to_pandas(_map(ds1, _rows_with, keys=ray.put(dec.fit_keys)))
-    schema, transform = fit_transform(fit_sample(sample, dec), settings, dec)
-    del sample
+    # One pass gathers the rows the transform is fitted on and every copy of a repeated
+    # row: the copies must meet in one batch, and they are few.
+    wanted = pa.array(np.union1d(dec.fit_keys, dec.repeated).astype(np.uint64))
+    gathered = _to_pandas(ds1.map_batches(_rows_with, batch_format="pyarrow",
+                                          batch_size=BATCH_ROWS,
+                                          fn_kwargs={"keys": ray.put(wanted)}))
+    schema, transform = fit_transform(fit_sample(gathered, dec), settings, dec)
+    copies = gathered[np.isin(gathered[EXACT].to_numpy(), dec.repeated)] if len(gathered) \
+        else gathered
+    del gathered
     outputs = [*schema.inputs, target]
     for part in ("train", "val", "test"):
         path = getattr(paths, part)
@@ -297,23 +318,29 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
         return pd.DataFrame({"rows": [len(rows)]})
 
     _to_pandas(_map(ds1, finished, repeated=repeated, copies=False))
-    # Every copy of a repeated row must meet in one batch: they are few, and gathered here.
-    copies = _to_pandas(_map(ds1, _rows_with, keys=repeated))
     if len(copies):
         finished(copies, dec.repeated, True)
     save_transform(schema, transform, paths.transform_dir)
 
-    def described(batch: pd.DataFrame, name: str) -> pd.DataFrame:
+    def described(batch: pd.DataFrame, name: str, scrub: bool = True) -> pd.DataFrame:
         wanted = [c for c in batch.columns if c in schema.numeric or c in schema.categorical]
-        batch = scrub_frame(batch[wanted], name, fields, Scrubber(privacy, names))
+        batch = batch[wanted]
+        if scrub:
+            batch = scrub_frame(batch, name, fields, Scrubber(privacy, names))
         rows = [("outlier", c, "", n) for c, n in outlier_counts(transform, schema, batch).items()]
         rows += [("spelling", c, str(v), int(n)) for c in schema.categorical if c in batch
                  for v, n in batch[c].dropna().astype(str).value_counts().items()]
-        return pd.DataFrame(rows, columns=["kind", "column", "value", "n"])
+        return pd.DataFrame(rows, columns=DESCRIBED)
 
     outliers, variants = source_report(others, schema, transform)
     for source, ds, _ in modeled:
-        found = _to_pandas(_map(ds, described, name=source.name))
+        wanted = {c for c in ds.columns() if c in schema.numeric or c in schema.categorical}
+        if wanted <= set(kept[source.name]):  # saved by the first pass
+            files = sorted((work / "source" / _safe(source.name)).glob("*.parquet"))
+            frames = [described(pd.read_parquet(f), source.name, scrub=False) for f in files]
+            found = pd.concat(frames) if frames else pd.DataFrame(columns=DESCRIBED)
+        else:  # the fitted schema gave a column another role than the plan's head did
+            found = _to_pandas(_map(ds, described, name=source.name))
         out = found[found["kind"] == "outlier"].groupby("column")["n"].sum()
         outliers.update({f"{source.name}.{c}": int(n) for c, n in out.items() if n})
         spelled = found[found["kind"] == "spelling"]
@@ -344,6 +371,21 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
         ordered, modeled_input=sum(sources[n]["rows"] + sources[n]["malformed"]
                                    for n in appended),
         appended=appended, missing=dict(missing), outliers=outliers, variants=variants)
+
+
+def _described_columns(head: pd.DataFrame, settings: DataSettings) -> list[str]:
+    """The columns of a source its statistics will likely need (numeric and categorical,
+    by the roles its first rows suggest): the first pass saves them, so the source need
+    not be read and scrubbed again once the transform is fitted."""
+    try:
+        schema = infer_schema(head, settings, [])
+    except ValueError:
+        return []
+    return [*schema.numeric, *schema.categorical]
+
+
+def _safe(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:16]
 
 
 def _merge_quarantine(work: Path, driver: list[pd.DataFrame], out: Path

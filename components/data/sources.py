@@ -5,6 +5,7 @@ CSV rows that don't parse are returned, not dropped, so they can be quarantined.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
@@ -94,8 +95,28 @@ def _decode(source: Source, data: bytes) -> str:
         return text
 
 
+_SLICE = 1 << 24
+
+
+def _csv_encoding(source: Source, data: bytes) -> str:
+    """The encoding to parse with, checked a slice at a time: a decoded copy of the whole
+    file can take four times its size (one non-Latin-1 character widens every other)."""
+    encoding = str(source.options.get("encoding", "utf-8-sig"))
+    decoder = codecs.getincrementaldecoder(encoding)()
+    view = memoryview(data)
+    try:
+        for i in range(0, len(view), _SLICE):
+            decoder.decode(view[i:i + _SLICE], final=i + _SLICE >= len(view))
+    except UnicodeDecodeError:
+        _decode(source, data)  # few broken lines pass (as U+FFFD), many raise
+    return encoding
+
+
 def _read_csv(source: Source, nrows: int | None) -> SourceTable:
-    text = _decode(source, _open_bytes(source))
+    data = _open_bytes(source)
+    encoding = _csv_encoding(source, data)
+    end = data.find(b"\n")
+    header = data[:end if end >= 0 else len(data)].decode(encoding, errors="replace")
     sep = source.options.get("sep")
     if sep is None:
         sep = "\t" if source.uri.lower().split("?")[0].endswith((".tsv", ".tsv.gz")) else ","
@@ -104,22 +125,37 @@ def _read_csv(source: Source, nrows: int | None) -> SourceTable:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
-            frame = pd.read_csv(io.StringIO(text), sep=sep, on_bad_lines="warn", nrows=nrows,
-                                quoting=csv.QUOTE_MINIMAL)
+            frame = pd.read_csv(io.BytesIO(data), sep=sep, on_bad_lines="warn", nrows=nrows,
+                                quoting=csv.QUOTE_MINIMAL, encoding=encoding,
+                                encoding_errors="replace")
     except pd.errors.EmptyDataError as exc:
         raise UserError(f"source {source.name!r}: {source.uri} has no header row") from exc
     except pd.errors.ParserError as exc:
         raise UserError(f"source {source.name!r}: not parseable as CSV: {_one_line(exc)}") from exc
-    numbers = [int(n) for w in caught for n in _BAD_LINE.findall(str(w.message))]
-    lines = text.split("\n") if numbers else []
-    malformed = [lines[n - 1].rstrip("\r") for n in numbers if n <= len(lines)]
-    if frame.shape[1] == 1 and sep not in text.split("\n", 1)[0]:
-        guess = next((c for c in (";", "\t", "|", ",") if c in text.split("\n", 1)[0]), None)
+    numbers = {int(n) for w in caught for n in _BAD_LINE.findall(str(w.message))}
+    malformed = _lines(data, numbers, encoding)
+    if frame.shape[1] == 1 and sep not in header:
+        guess = next((c for c in (";", "\t", "|", ",") if c in header), None)
         hint = f"; it looks like {guess!r}: set options.sep" if guess else ""
         raise UserError(
             f"source {source.name!r}: one column only with delimiter {sep!r}{hint}"
         )
     return SourceTable(source.name, frame, malformed)
+
+
+def _lines(data: bytes, numbers: set[int], encoding: str) -> list[str]:
+    """The raw lines with these 1-based numbers, without splitting the whole file (a list
+    of every line costs more memory than the parsed frame)."""
+    out: list[str] = []
+    if not numbers:
+        return out
+    for i, line in enumerate(io.BytesIO(data), start=1):
+        if i in numbers:
+            out.append(line.decode(encoding, errors="replace").removesuffix("\n")
+                       .rstrip("\r"))
+            if len(out) == len(numbers):
+                break
+    return out
 
 
 def _read_sql(source: Source, nrows: int | None) -> SourceTable:

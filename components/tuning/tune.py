@@ -58,6 +58,7 @@ def search(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
     """Run every trial; returns Tune's ResultGrid."""
     import optuna
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
@@ -89,14 +90,22 @@ def search(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
             param_space=search_space(cfg.search_space),
             tune_config=tune.TuneConfig(
                 metric=cfg.metric, mode=mode, num_samples=cfg.num_samples,
-                max_concurrent_trials=cfg.max_concurrent, time_budget_s=cfg.time_limit_s,
+                # BasicVariantGenerator limits itself (Tune warns and ignores this for it).
+                max_concurrent_trials=cfg.max_concurrent if cfg.search == "optuna" else None,
+                time_budget_s=cfg.time_limit_s,
+                # One process runs trial after trial: a fresh one costs ~4 s of imports and
+                # MLflow set-up, more than an ASHA-stopped trial's epochs.
+                reuse_actors=True,
                 scheduler=ASHAScheduler(max_t=cfg.max_epochs, grace_period=min(2, cfg.max_epochs))
                 if cfg.scheduler == "asha" else FIFOScheduler(),
                 search_alg=OptunaSearch(seed=settings.train.seed) if cfg.search == "optuna"
                 else BasicVariantGenerator(random_state=settings.train.seed,
                                            max_concurrent=cfg.max_concurrent),
             ),
+            # Each trial's results as JSON, so the ResultGrid can load them (mlcycle turns
+            # off Tune's default loggers, TensorBoard's among them).
             run_config=tune.RunConfig(storage_path=settings.ray_storage,
-                                      name=f"tune-{mlflow_run_id}", verbose=0),
+                                      name=f"tune-{mlflow_run_id}", verbose=0,
+                                      callbacks=[JsonLoggerCallback()]),
         )
         return tuner.fit()
