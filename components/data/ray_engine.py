@@ -166,12 +166,13 @@ def _digest(frame: pd.DataFrame) -> str:
 
 
 def _side(work: Path, batch: pd.DataFrame, quarantined: list[pd.DataFrame],
-          stats: dict[str, Any], digest: str | None = None) -> None:
-    """A batch's quarantined rows and counts, named by the step and the batch's input."""
+          stats: dict[str, Any], digest: str) -> None:
+    """A batch's quarantined rows and counts, named by the step and the batch's input
+    (``digest``)."""
     if batch.empty:
         return
     # The source is in the name too: two sources may hold a batch of identical rows.
-    name = f"{stats['step']}-{stats.get('source', '')}-{digest or _digest(batch)}"
+    name = f"{stats['step']}-{stats.get('source', '')}-{digest}"
     rows = [q for q in quarantined if len(q)]
     if rows:
         pd.concat(rows, ignore_index=True).to_parquet(work / "quarantine" / f"{name}.parquet",
@@ -308,9 +309,13 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
         batch = batch[np.isin(batch[EXACT].to_numpy(), _got(repeated)) == copies]
         rows, out = check_impossible(batch, plan, label)
         rows, more = finish_rows(rows, dec, settings, label)
-        _side(work, batch, [*out, *more], {"step": "finish", "missing": missing_counts(rows)})
+        # Rows that are not repeated have distinct keys, so a batch's keys name it; the
+        # copies come as one batch of their own.
+        digest = hashlib.sha256(batch[EXACT].to_numpy().tobytes()).hexdigest()[:20]
+        _side(work, batch, [*out, *more], {"step": "finish", "missing": missing_counts(rows)},
+              digest)
         if len(rows):
-            name = f"part-{_digest(batch)}.parquet"
+            name = f"part-{digest}.parquet"
             for part in ("train", "val", "test"):
                 chosen = rows.loc[rows[SPLIT] == part, outputs]
                 if len(chosen):
