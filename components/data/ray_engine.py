@@ -90,7 +90,7 @@ def prepare_ray(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
         return _prepare(settings, paths)
 
 
-def _dataset(source: Source) -> tuple[Any, SourceTable | None]:
+def source_dataset(source: Source) -> tuple[Any, SourceTable | None]:
     """A source as a lazy Ray dataset; sources that are not Parquet are read here."""
     import ray
 
@@ -188,7 +188,7 @@ def _stats(work: Path, step: str) -> list[dict[str, Any]]:
 def _prepare(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
     target = settings.target
     primary = settings.sources[0]
-    first, first_table = _dataset(primary)
+    first, first_table = source_dataset(primary)
     head = _to_pandas(first.limit(PLAN_ROWS))
     check_target(head, settings)
     check_task(head[target], settings)
@@ -198,7 +198,7 @@ def _prepare(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
     others: list[SourceTable] = []
     for source in settings.sources[1:]:
         if set(read_source(source, nrows=50).frame.columns) == set(columns):
-            ds, table = _dataset(source)
+            ds, table = source_dataset(source)
             modeled.append((source, ds.select_columns(columns), table))
         else:
             others.append(read_source(source))
