@@ -6,7 +6,7 @@ the larger of its peak RSS and the largest sum of PSS over it and every process 
 started (Ray's), sampled every 0.2 s; PSS splits shared pages, such as Ray's object
 store, among the processes that map them, so the sum counts each page once.
 
-    python bench/prepare_data.py --rows 1000000
+    python bench/prepare_data.py --rows 1000000 --repeat 3
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def _phase(name: str, root: Path, out: Path) -> dict[str, float]:
 
         with ray_session(RaySettings()):
             for source in settings.sources:
-                source_dataset(source)[0].write_parquet(str(out / source.name))
+                source_dataset(source, out / "work")[0].write_parquet(str(out / source.name))
         size = 0
     else:
         settings = settings.model_copy(update={"engine": name})
@@ -109,11 +109,26 @@ def _run_phase(name: str, root: Path) -> dict[str, float]:
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
+def _run_phases(names: list[str], root: Path, repeat: int) -> dict[str, dict[str, float]]:
+    """Each phase's fastest of ``repeat`` runs, taken in turn so a drift in this VM's speed
+    (10-25% from run to run) falls on every phase alike; the minimum is the least
+    disturbed time. Peak memory is the highest of the runs."""
+    runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    for _ in range(repeat):
+        for name in names:
+            runs[name].append(_run_phase(name, root))
+    for name, rs in runs.items():
+        print(f"{name:9} runs: " + ", ".join(f"{r['seconds']:.1f} s" for r in rs))
+    return {n: {"seconds": min(r["seconds"] for r in rs), "data_bytes": rs[0]["data_bytes"],
+                "peak_bytes": max(r["peak_bytes"] for r in rs)} for n, rs in runs.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--phase", choices=["floor", "ray-floor", "pandas", "ray"])
     parser.add_argument("--engines", default="pandas,ray", help="comma-separated")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each phase")
     parser.add_argument("--data", type=Path)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -125,10 +140,11 @@ def main() -> None:
         started = time.perf_counter()
         generate(root, rows=args.rows, seed=1)
         print(f"generated {args.rows:,} ticket rows in {time.perf_counter() - started:.0f} s")
-        floor = _run_phase("floor", root)
         engines = args.engines.split(",")
-        results = {engine: _run_phase(engine, root) for engine in engines}
-        ray_floor = _run_phase("ray-floor", root) if "ray" in engines else None
+        phases = _run_phases(["floor", *engines, *(["ray-floor"] if "ray" in engines else [])],
+                             root, args.repeat)
+    floor, ray_floor = phases["floor"], phases.get("ray-floor")
+    results = {engine: phases[engine] for engine in engines}
     data_mb = floor["data_bytes"] / 2**20
     print(f"data in memory (pandas, deep): {data_mb:,.0f} MiB")
     for label, phase in (("floor          (read + write Parquet)", floor),

@@ -435,8 +435,9 @@ def uniform(keys: np.ndarray, seed: int) -> np.ndarray:
 
 def assign_split(labels: np.ndarray, u: np.ndarray, cuts: dict[str, tuple[float, float]]
                  ) -> np.ndarray:
-    test_cut = np.array([cuts[str(x)][0] for x in labels])
-    val_cut = np.array([cuts[str(x)][1] for x in labels])
+    codes, classes = pd.factorize(labels)  # each class's cuts looked up once, not per row
+    table = np.array([cuts[str(c)] for c in classes], dtype=np.float64).reshape(-1, 2)
+    test_cut, val_cut = table[codes, 0], table[codes, 1]
     return np.where(u <= test_cut, "test", np.where(u <= val_cut, "val", "train")).astype(object)
 
 

@@ -3,12 +3,14 @@
 The modeled rows stream through Ray Data in batches, running the same block functions
 as the pandas engine. The driver holds only what decisions need: the dimension tables
 (joined onto every batch), the first PLAN_ROWS rows, and each row's two keys and label
-(about 30 bytes a row). Batches write their quarantined rows and counts next to the
-outputs, named by content, so a retried task overwrites its own files.
+(about 30 bytes a row). Batches write their checked rows, quarantined rows and counts
+to a work folder next to the outputs (on disk, not in the object store), named by
+content, so a retried task overwrites its own files.
 
 Parquet sources are read by Ray Data in parallel. CSV, JSON lines and SQL are read by
 the connectors of the pandas engine (the CSV parser keeps malformed lines, which Arrow's
-reader cannot) and handed to Ray Data in blocks: for CSV beyond memory, convert to
+reader cannot) in one Ray task, which writes them to Parquet for Ray Data: that task
+holds the whole source once, so for CSV beyond one machine's memory, convert to
 Parquet first.
 """
 
@@ -30,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from components.common.errors import UserError
 from components.common.settings import DataSettings, RaySettings, Source
 from components.data.features import category_variants, infer_schema, outlier_counts
 from components.data.prepare import (
@@ -90,8 +93,12 @@ def prepare_ray(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
         return _prepare(settings, paths)
 
 
-def source_dataset(source: Source) -> tuple[Any, SourceTable | None]:
-    """A source as a lazy Ray dataset; sources that are not Parquet are read here."""
+def source_dataset(source: Source, work: Path) -> tuple[Any, SourceTable]:
+    """A source as a lazy Ray dataset, and its first PLAN_ROWS rows with the lines that
+    did not parse. Parquet is read by Ray Data in parallel. Other formats are parsed by
+    one Ray task in a process of its own, which writes the rows to Parquet under
+    ``work``: they wait on disk, not in the driver or the object store, and the parser's
+    heap goes when its process does."""
     import ray
 
     if source_format(source) == "parquet":
@@ -100,15 +107,67 @@ def source_dataset(source: Source) -> tuple[Any, SourceTable | None]:
 
         read_source(source, nrows=1)  # a missing or unreadable file fails with its name
         fs, path = fsspec.core.url_to_fs(source.uri, **source.options.get("storage", {}))
-        return ray.data.read_parquet(path, filesystem=PyFileSystem(FSSpecHandler(fs))), None
+        ds = ray.data.read_parquet(path, filesystem=PyFileSystem(FSSpecHandler(fs)))
+        return ds, SourceTable(source.name, _first_rows(ds, PLAN_ROWS))
+    out = work / "input" / _safe(source.name)
+    out.mkdir(parents=True)
+    parse = ray.remote(num_cpus=1, max_calls=1)(_parse_to_parquet)
+    try:
+        table = ray.get(parse.remote(source, str(out)))
+    except ray.exceptions.RayTaskError as exc:  # a source's own error keeps its one line
+        if isinstance(exc.cause, UserError):
+            raise exc.cause from None
+        raise
+    return _parts(sorted(str(f) for f in out.glob("*.arrow"))), table
+
+
+def _write_part(table: pa.Table, path: Path | str) -> None:
+    """A work file in Arrow's own format, uncompressed: read back memory-mapped, with
+    nothing to decode (Parquet's encoding and decoding cost seconds a pass)."""
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def _read_part(path: str, columns: list[str] | None = None) -> pa.Table:
+    table = pa.ipc.open_file(pa.memory_map(path)).read_all()
+    return table.select(columns) if columns is not None else table
+
+
+def _parts(paths: list[str]) -> Any:
+    """Work files as a dataset of one block each, read by the tasks that use them."""
+    import ray
+
+    return ray.data.from_items([{"path": p} for p in paths],
+                               override_num_blocks=max(1, len(paths))) \
+        .map_batches(_read_parts, batch_format="pyarrow", batch_size=1)
+
+
+def _read_parts(batch: pa.Table) -> pa.Table:
+    return pa.concat_tables([_read_part(p) for p in batch["path"].to_pylist()])
+
+
+def _parse_to_parquet(source: Source, out: str) -> SourceTable:
     table = read_source(source)
-    schema = pa.Schema.from_pandas(table.frame, preserve_index=False)
-    chunks = [pa.Table.from_pandas(table.frame.iloc[i:i + BATCH_ROWS], schema=schema,
-                                   preserve_index=False)
-              for i in range(0, len(table.frame), BATCH_ROWS)]
-    # The rows now live in Ray's object store; the driver keeps the unparsed lines only.
-    return ray.data.from_arrow(chunks), SourceTable(table.name, table.frame.head(0),
-                                                    table.malformed)
+    frame = table.frame
+    schema = pa.Schema.from_pandas(frame, preserve_index=False)  # one schema for every part
+    for n, i in enumerate(range(0, max(len(frame), 1), BATCH_ROWS)):
+        _write_part(pa.Table.from_pandas(frame.iloc[i:i + BATCH_ROWS], schema=schema,
+                                         preserve_index=False), f"{out}/{n:06d}.arrow")
+    return SourceTable(table.name, frame.head(PLAN_ROWS), table.malformed)
+
+
+def _first_rows(ds: Any, n: int) -> pd.DataFrame:
+    """The first ``n`` rows in the source's order (Ray Data otherwise hands blocks over
+    as they finish)."""
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    before = context.execution_options.preserve_order
+    context.execution_options.preserve_order = True
+    try:
+        return _to_pandas(ds.limit(n))
+    finally:
+        context.execution_options.preserve_order = before
 
 
 def _blockwise(fn: Callable[..., pd.DataFrame]) -> Callable[..., pa.Table]:
@@ -186,24 +245,32 @@ def _stats(work: Path, step: str) -> list[dict[str, Any]]:
 
 
 def _prepare(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="mlcycle-ray-", dir=paths.quarantine.parent
+                                 if paths.quarantine.parent.exists() else None))
+    try:
+        return _plan_and_run(settings, paths, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _plan_and_run(settings: DataSettings, paths: PreparedPaths, work: Path) -> dict[str, Any]:
     target = settings.target
     primary = settings.sources[0]
-    first, first_table = source_dataset(primary)
-    head = _to_pandas(first.limit(PLAN_ROWS))
+    first, first_table = source_dataset(primary, work)
+    head = first_table.frame
     check_target(head, settings)
     check_task(head[target], settings)
     columns = list(head.columns)
     # Sources beyond the first: same columns, appended and streamed; others, joined in memory.
-    modeled: list[tuple[Source, Any, SourceTable | None]] = [(primary, first, first_table)]
+    modeled: list[tuple[Source, Any, SourceTable]] = [(primary, first, first_table)]
     others: list[SourceTable] = []
     for source in settings.sources[1:]:
         if set(read_source(source, nrows=50).frame.columns) == set(columns):
-            ds, table = source_dataset(source)
+            ds, table = source_dataset(source, work)
             modeled.append((source, ds.select_columns(columns), table))
         else:
             others.append(read_source(source))
-    heads = {s.name: (_to_pandas(ds.limit(PLAN_ROWS)) if s is not primary else head)
-             for s, ds, _ in modeled}
+    heads = {s.name: t.frame for s, _, t in modeled}
     fields = find_fields({**heads, **{t.name: t.frame.head(PLAN_ROWS) for t in others}})
     names = [str(v) for t in others for c in t.frame.columns
              if fields.get((t.name, c)) == "person" for v in t.frame[c].dropna().unique()]
@@ -217,7 +284,7 @@ def _prepare(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
         [SourceTable(s.name, heads[s.name]) for s, _, _ in modeled] + others,
         settings.sources, columns)
     label = "+".join(appended)
-    read_here = [*(t for _, _, t in modeled if t is not None), *others]
+    read_here = [*(t for _, _, t in modeled), *others]
     malformed = [malformed_rows(SourceTable(t.name, t.frame, [scrubber.text(x)
                                                               for x in t.malformed]))
                  for t in read_here]
@@ -226,22 +293,16 @@ def _prepare(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
     kept = {s.name: _described_columns(scrub_frame(heads[s.name], s.name, fields,
                                                    Scrubber(settings.privacy, names)), settings)
             for s, _, _ in modeled}
-
-    work = Path(tempfile.mkdtemp(prefix="mlcycle-ray-", dir=paths.quarantine.parent
-                                 if paths.quarantine.parent.exists() else None))
-    (work / "quarantine").mkdir()
-    (work / "stats").mkdir()
+    for sub in ("quarantine", "stats", "checked"):
+        (work / sub).mkdir()
     for source, _, _ in modeled:
         (work / "source" / _safe(source.name)).mkdir(parents=True)
-    try:
-        return _run(settings, paths, work, modeled, others, fields, names, joins, plan, label,
-                    appended, [*rejected, *malformed], scrubber.counts, kept)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return _run(settings, paths, work, modeled, others, fields, names, joins, plan, label,
+                appended, [*rejected, *malformed], scrubber.counts, kept)
 
 
 def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
-         modeled: list[tuple[Source, Any, SourceTable | None]], others: list[SourceTable],
+         modeled: list[tuple[Source, Any, SourceTable]], others: list[SourceTable],
          fields: dict[tuple[str, str], str], names: list[str], joins: list[Join],
          plan: RowPlan,
          label: str, appended: list[str], driver_quarantine: list[pd.DataFrame],
@@ -256,17 +317,25 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
         rows = scrub_frame(batch, name, fields, scrubber)
         digest = _digest(batch)
         if kept[name] and len(rows):  # the source's own statistics, counted at the end
-            pq.write_table(_arrow(rows[kept[name]]),
-                           work / "source" / _safe(name) / f"{digest}.parquet")
+            _write_part(_arrow(rows[kept[name]]), work / "source" / _safe(name) / f"{digest}.arrow")
         rows, orphans = join_rows(rows, joins)
         rows, out = check_values(rows, plan, label)
         _side(work, batch, out, {"step": "check", "source": name, "rows": len(batch),
                                  "pii": scrubber.counts, "orphans": orphans,
                                  "negatives": negative_counts(rows, target)}, digest)
-        return add_keys(rows, plan)  # a row's keys don't change when others are dropped
+        if len(rows):  # a row's keys don't change when others are dropped
+            _write_part(_arrow(add_keys(rows, plan)),
+                        work / "checked" / f"{_safe(name)}-{digest}.arrow")
+        return pd.DataFrame({"rows": [len(rows)]})
 
-    parts = [_map(ds, checked, name=source.name) for source, ds, _ in modeled]
-    ds1 = (parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]).materialize()
+    # The checked rows go to disk, not the object store: three more passes read them.
+    for source, ds, _ in modeled:
+        _to_pandas(_map(ds, checked, name=source.name))
+    done = sorted(str(f) for f in (work / "checked").glob("*.arrow"))
+    if not done:
+        raise UserError(f"data: every row of {label} was quarantined; nothing is left "
+                        "to learn from")
+    ds1 = _parts(done)
     counts: dict[str, list[int]] = {}
     for stats in _stats(work, "check"):
         for col, (neg, n) in stats["negatives"].items():
@@ -275,10 +344,12 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
             total[1] += n
     plan = replace(plan, negative=impossible_columns(counts))
 
-    columns = [c for c in ds1.schema().names if c not in (EXACT, NEAR)]
+    columns = [c for c in _read_part(done[0]).schema.names if c not in (EXACT, NEAR)]
     # The impossible-value check needs counts over every row, so it runs in the last pass;
     # the decisions leave its rows out already, from the few columns it reads.
-    keys = _to_pandas(ds1.select_columns([EXACT, NEAR, target, *plan.negative]))
+    keys = pa.concat_tables(
+        [_read_part(f, [EXACT, NEAR, target, *plan.negative]) for f in done],
+        promote_options="permissive").to_pandas()
     impossible = np.zeros(len(keys), dtype=bool)
     for col in plan.negative:
         impossible |= (keys[col] < 0).to_numpy()
@@ -287,9 +358,8 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
     repeated = ray.put(dec.repeated)
 
     # The transform is fitted first, on rows the decisions name, so the last pass can
-    # write every split as it goes.
-    # One pass gathers the rows the transform is fitted on and every copy of a repeated
-    # row: the copies must meet in one batch, and they are few.
+    # write every split as it goes. One pass gathers those rows and every copy of a
+    # repeated row: the copies must meet in one batch, and they are few.
     wanted = pa.array(np.union1d(dec.fit_keys, dec.repeated).astype(np.uint64))
     gathered = _to_pandas(ds1.map_batches(_rows_with, batch_format="pyarrow",
                                           batch_size=BATCH_ROWS,
@@ -338,11 +408,13 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
         return pd.DataFrame(rows, columns=DESCRIBED)
 
     outliers, variants = source_report(others, schema, transform)
-    for source, ds, _ in modeled:
-        wanted = {c for c in ds.columns() if c in schema.numeric or c in schema.categorical}
+    for source, ds, table in modeled:
+        wanted = {c for c in table.frame.columns
+                  if c in schema.numeric or c in schema.categorical}
         if wanted <= set(kept[source.name]):  # saved by the first pass
-            files = sorted((work / "source" / _safe(source.name)).glob("*.parquet"))
-            frames = [described(pd.read_parquet(f), source.name, scrub=False) for f in files]
+            files = sorted((work / "source" / _safe(source.name)).glob("*.arrow"))
+            frames = [described(_read_part(str(f)).to_pandas(), source.name, scrub=False)
+                      for f in files]
             found = pd.concat(frames) if frames else pd.DataFrame(columns=DESCRIBED)
         else:  # the fitted schema gave a column another role than the plan's head did
             found = _to_pandas(_map(ds, described, name=source.name))
@@ -364,9 +436,9 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
     missing: Counter[str] = Counter()
     for s in _stats(work, "finish"):
         missing.update(s["missing"])
-    malformed = {t.name: len(t.malformed) for _, _, t in modeled if t is not None}
+    malformed = {t.name: len(t.malformed) for _, _, t in modeled}
     sources = {s.name: {"rows": rows[s.name], "malformed": malformed.get(s.name, 0),
-                        "columns": len(ds.columns())} for s, ds, _ in modeled}
+                        "columns": len(t.frame.columns)} for s, _, t in modeled}
     sources.update({t.name: {"rows": len(t.frame), "malformed": len(t.malformed),
                              "columns": len(t.frame.columns)} for t in others})
     ordered = {s.name: sources[s.name] for s in settings.sources}
