@@ -148,6 +148,12 @@ class TuneSettings(_Strict):
     scheduler: Literal["asha", "fifo"] = Field(
         default="asha", description="asha stops poor trials early; fifo runs every trial out."
     )
+    grace_period: int = Field(
+        default=1, ge=1, description="ASHA: epochs every trial runs before it can be stopped."
+    )
+    reduction_factor: int = Field(
+        default=4, ge=2, description="ASHA: 1 in this many trials goes on at each rung."
+    )
     search: Literal["optuna", "random"] = "optuna"
     search_space: dict[str, dict[str, list[Any]]] = Field(
         default_factory=lambda: dict(DEFAULT_SEARCH_SPACE),

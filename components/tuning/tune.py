@@ -96,7 +96,9 @@ def search(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
                 # One process runs trial after trial: a fresh one costs ~4 s of imports and
                 # MLflow set-up, more than an ASHA-stopped trial's epochs.
                 reuse_actors=True,
-                scheduler=ASHAScheduler(max_t=cfg.max_epochs, grace_period=min(2, cfg.max_epochs))
+                scheduler=ASHAScheduler(max_t=cfg.max_epochs,
+                                        grace_period=min(cfg.grace_period, cfg.max_epochs),
+                                        reduction_factor=cfg.reduction_factor)
                 if cfg.scheduler == "asha" else FIFOScheduler(),
                 search_alg=OptunaSearch(seed=settings.train.seed) if cfg.search == "optuna"
                 else BasicVariantGenerator(random_state=settings.train.seed,

@@ -35,6 +35,16 @@ def test_malformed_csv_rows_are_kept_not_dropped(tmp_path: Path) -> None:
     assert table.malformed == ["5,6,7,8"]
 
 
+def test_malformed_lines_keep_their_text_and_stray_bytes_read_as_replacement(
+        tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    lines = [b"a,b,y", *[b"1,2,x"] * 20, b"3,\xff4,y", "5,6,7,caf\u00e9".encode()]
+    path.write_bytes(b"\r\n".join(lines) + b"\r\n")
+    table = read_source(src(str(path)))
+    assert table.malformed == ["5,6,7,caf\u00e9"]
+    assert len(table.frame) == 21 and table.frame["b"].iloc[-1] == "\ufffd4"
+
+
 @pytest.mark.parametrize(("content", "message"), [
     (b"", "is empty"),
     (b"a;b;y\n1;2;x\n", "it looks like ';'"),
