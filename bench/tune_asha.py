@@ -12,7 +12,7 @@ far apart. On the startup scenario (``--task scenario``) every configuration rea
 Bayes accuracy within a few epochs and "the best" comes down to single validation rows,
 which measures noise rather than the scheduler.
 
-    python bench/tune_asha.py --rows 100000 --trials 16 --epochs 20 --seeds 1,2,3
+    python bench/tune_asha.py --rows 30000 --trials 32 --epochs 20 --seeds 1,2,3
 """
 
 from __future__ import annotations
@@ -104,8 +104,8 @@ def _search(root: Path, sources: list[dict[str, str]], target: str, scheduler: s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--rows", type=int, default=30_000)
+    parser.add_argument("--trials", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seeds", default="1,2,3", help="one search pair per seed")
     parser.add_argument("--task", choices=["synthetic", "scenario"], default="synthetic")

@@ -149,7 +149,7 @@ class TuneSettings(_Strict):
         default="asha", description="asha stops poor trials early; fifo runs every trial out."
     )
     grace_period: int = Field(
-        default=1, ge=1, description="ASHA: epochs every trial runs before it can be stopped."
+        default=2, ge=1, description="ASHA: epochs every trial runs before it can be stopped."
     )
     reduction_factor: int = Field(
         default=4, ge=2, description="ASHA: 1 in this many trials goes on at each rung."
