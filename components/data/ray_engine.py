@@ -9,7 +9,7 @@ content, so a retried task overwrites its own files.
 
 Parquet sources are read by Ray Data in parallel. CSV, JSON lines and SQL are read by
 the connectors of the pandas engine (the CSV parser keeps malformed lines, which Arrow's
-reader cannot) in one Ray task, which writes them to Parquet for Ray Data: that task
+reader cannot) in one Ray task, which writes them out in blocks for Ray Data: that task
 holds the whole source once, so for CSV beyond one machine's memory, convert to
 Parquet first.
 """
@@ -96,9 +96,9 @@ def prepare_ray(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
 def source_dataset(source: Source, work: Path) -> tuple[Any, SourceTable]:
     """A source as a lazy Ray dataset, and its first PLAN_ROWS rows with the lines that
     did not parse. Parquet is read by Ray Data in parallel. Other formats are parsed by
-    one Ray task in a process of its own, which writes the rows to Parquet under
-    ``work``: they wait on disk, not in the driver or the object store, and the parser's
-    heap goes when its process does."""
+    one Ray task in a process of its own, which writes the rows in blocks under ``work``:
+    they wait on disk, not in the driver or the object store, and the parser's heap goes
+    when its process does."""
     import ray
 
     if source_format(source) == "parquet":
@@ -111,7 +111,7 @@ def source_dataset(source: Source, work: Path) -> tuple[Any, SourceTable]:
         return ds, SourceTable(source.name, _first_rows(ds, PLAN_ROWS))
     out = work / "input" / _safe(source.name)
     out.mkdir(parents=True)
-    parse = ray.remote(num_cpus=1, max_calls=1)(_parse_to_parquet)
+    parse = ray.remote(num_cpus=1, max_calls=1)(_parse_to_parts)
     try:
         table = ray.get(parse.remote(source, str(out)))
     except ray.exceptions.RayTaskError as exc:  # a source's own error keeps its one line
@@ -146,7 +146,7 @@ def _read_parts(batch: pa.Table) -> pa.Table:
     return pa.concat_tables([_read_part(p) for p in batch["path"].to_pylist()])
 
 
-def _parse_to_parquet(source: Source, out: str) -> SourceTable:
+def _parse_to_parts(source: Source, out: str) -> SourceTable:
     table = read_source(source)
     frame = table.frame
     schema = pa.Schema.from_pandas(frame, preserve_index=False)  # one schema for every part
