@@ -55,3 +55,16 @@ def test_ray_engine_equals_pandas_engine(scenario: Path, tmp_path: Path,
     assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == sorted(
         p.name for p in (tmp_path / "pandas").iterdir())  # no work files left behind
     assert_no_pii(tmp_path / "ray", manifest["pii"]["values"])
+
+
+def test_source_statistics_when_the_first_pass_did_not_keep_their_columns(
+        scenario: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first pass keeps the columns the first rows suggest; when the fitted schema needs
+    # others, the source is read and described again, and counts come out the same.
+    monkeypatch.setattr(ray_engine, "_described_columns", lambda head, settings: [])
+    reports = {engine: prepare(DataSettings(sources=scenario_sources(scenario),
+                                            target="category", engine=engine),
+                               _paths(tmp_path / engine)) for engine in ("pandas", "ray")}
+    for key in ("outliers_clipped", "category_variants"):
+        assert reports["ray"][key] == reports["pandas"][key]
+    assert reports["ray"]["category_variants"] and reports["ray"]["outliers_clipped"]
