@@ -365,8 +365,7 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
                                           batch_size=BATCH_ROWS,
                                           fn_kwargs={"keys": ray.put(wanted)}))
     schema, transform = fit_transform(fit_sample(gathered, dec), settings, dec)
-    copies = gathered[np.isin(gathered[EXACT].to_numpy(), dec.repeated)] if len(gathered) \
-        else gathered
+    copies = gathered[np.isin(gathered[EXACT].to_numpy(), dec.repeated)]
     del gathered
     outputs = [*schema.inputs, target]
     for part in ("train", "val", "test"):

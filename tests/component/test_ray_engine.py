@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -32,6 +33,14 @@ def test_ray_engine_equals_pandas_engine(scenario: Path, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     # Small batches: duplicates land in different batches, as they would at scale.
     monkeypatch.setattr(ray_engine, "BATCH_ROWS", 150)
+    passes: list[str] = []
+    real_map = ray_engine._map
+
+    def spy(ds: Any, fn: Any, **kwargs: Any) -> Any:
+        passes.append(fn.__name__)
+        return real_map(ds, fn, **kwargs)
+
+    monkeypatch.setattr(ray_engine, "_map", spy)
     reports = {}
     for engine in ("pandas", "ray"):
         settings = DataSettings(sources=scenario_sources(scenario), target="category",
@@ -55,6 +64,8 @@ def test_ray_engine_equals_pandas_engine(scenario: Path, tmp_path: Path,
     assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == sorted(
         p.name for p in (tmp_path / "pandas").iterdir())  # no work files left behind
     assert_no_pii(tmp_path / "ray", manifest["pii"]["values"])
+    # Source statistics came from the columns the first pass kept, not from a pass more.
+    assert passes == ["checked", "finished"]
 
 
 def test_source_statistics_when_the_first_pass_did_not_keep_their_columns(
