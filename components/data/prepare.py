@@ -6,6 +6,7 @@ quarantined row, so nothing disappears between a source and the model.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import json
@@ -81,6 +82,15 @@ class Join:
     right: pd.DataFrame
     on: list[str]
 
+    @functools.cached_property
+    def indexed(self) -> pd.DataFrame:
+        """The right rows by key, with the key's hash table, built once per process and
+        reused by every batch joined in it (the Ray engine joins one batch at a time)."""
+        return self.right.set_index(self.on)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "indexed"}  # rebuilt on use
+
 
 def plan_integration(tables: list[SourceTable], sources: list[Source], columns: list[str]
                      ) -> tuple[list[str], list[Join], list[pd.DataFrame]]:
@@ -122,7 +132,7 @@ def join_rows(frame: pd.DataFrame, joins: list[Join]) -> tuple[pd.DataFrame, dic
     orphans = {}
     frame = frame.copy(deep=False)
     for join in joins:
-        right = join.right.set_index(join.on)
+        right = join.indexed
         keys = frame[join.on[0]] if len(join.on) == 1 else pd.MultiIndex.from_frame(
             frame[join.on])
         for key in join.on:
@@ -422,6 +432,16 @@ def decide(keys: pd.DataFrame, settings: DataSettings, columns: list[str]) -> De
     )
 
 
+def in_sorted(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Which values are among the sorted ``keys``, by binary search. ``np.isin`` hashes
+    or sorts ``keys`` on every call, which for all of a large source's keys took most of
+    the Ray engine's last pass, called once a batch."""
+    if not len(keys):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
+    return np.asarray(keys[at] == values)
+
+
 def uniform(keys: np.ndarray, seed: int) -> np.ndarray:
     """A seeded uniform number per row key (splitmix64): the split and the fit sample
     follow row content, not row order, so engines and re-runs agree."""
@@ -449,7 +469,7 @@ def finish_rows(frame: pd.DataFrame, dec: Decisions, settings: DataSettings, sou
     quarantined as a near duplicate, the others are exact duplicates.
     """
     first = ~frame[EXACT].duplicated().to_numpy()
-    winner = np.isin(frame[EXACT].to_numpy(), dec.winners)
+    winner = in_sorted(frame[EXACT].to_numpy(), dec.winners)
     rare = frame[settings.target].isin(dec.rare).to_numpy()
     out = [quarantined(frame[~first], "exact duplicate", source),
            quarantined(frame[first & ~winner], "near duplicate", source),

@@ -16,8 +16,10 @@ Parquet first.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from collections import Counter
@@ -31,6 +33,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from ray.data import Datasource, ReadTask
+from ray.data.block import BlockMetadata
 
 from components.common.errors import UserError
 from components.common.settings import DataSettings, RaySettings, Source
@@ -55,6 +59,7 @@ from components.data.prepare import (
     fit_sample,
     fit_transform,
     impossible_columns,
+    in_sorted,
     join_rows,
     malformed_rows,
     missing_counts,
@@ -137,13 +142,31 @@ def _parts(paths: list[str]) -> Any:
     """Work files as a dataset of one block each, read by the tasks that use them."""
     import ray
 
-    return ray.data.from_items([{"path": p} for p in paths],
-                               override_num_blocks=max(1, len(paths))) \
-        .map_batches(_read_parts, batch_format="pyarrow", batch_size=1)
+    return ray.data.read_datasource(_Parts(paths), override_num_blocks=max(1, len(paths)))
 
 
-def _read_parts(batch: pa.Table) -> pa.Table:
-    return pa.concat_tables([_read_part(p) for p in batch["path"].to_pylist()])
+class _Parts(Datasource):
+    """One read task per work file. Files listed as rows and read by a map would be
+    bundled into one task (Ray Data gathers small input blocks up to the next map's
+    batch size), and each pass would run on one core."""
+
+    def __init__(self, paths: list[str]) -> None:
+        super().__init__()
+        self.paths = paths
+
+    def estimate_inmemory_data_size(self) -> int:
+        return sum(os.path.getsize(p) for p in self.paths)
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                       data_context: Any = None) -> list[ReadTask]:
+        return [ReadTask(functools.partial(_read_parts, [p]),
+                         BlockMetadata(num_rows=None, size_bytes=os.path.getsize(p),
+                                       exec_stats=None, input_files=(p,)),
+                         per_task_row_limit=per_task_row_limit) for p in self.paths]
+
+
+def _read_parts(paths: list[str]) -> list[pa.Table]:
+    return [_read_part(p) for p in paths]
 
 
 def _parse_to_parts(source: Source, out: str) -> SourceTable:
@@ -213,10 +236,22 @@ def _rows_with(batch: pa.Table, keys: Any) -> pa.Table:
 
 
 def _got(value: Any) -> Any:
-    """An argument put in the object store once, rather than shipped with every task."""
+    """An argument put in the object store once, rather than shipped with every task,
+    and fetched once by each worker process: the dimension tables a batch is joined to
+    take 0.2 s to unpickle, a fifth of a batch's own work."""
     import ray
 
-    return ray.get(value) if isinstance(value, ray.ObjectRef) else value
+    if not isinstance(value, ray.ObjectRef):
+        return value
+    key = value.hex()
+    if key not in _FETCHED:
+        if len(_FETCHED) >= 4:  # a stage's few arguments; older stages' are done
+            del _FETCHED[next(iter(_FETCHED))]
+        _FETCHED[key] = ray.get(value)
+    return _FETCHED[key]
+
+
+_FETCHED: dict[str, Any] = {}
 
 
 def _digest(frame: pd.DataFrame) -> str:
@@ -245,12 +280,23 @@ def _stats(work: Path, step: str) -> list[dict[str, Any]]:
 
 
 def _prepare(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
+    import ray
+
+    # Workers import this module (pandas, sklearn: ~2 s each) while the sources are
+    # parsed, which leaves a core idle, rather than at the start of the first pass.
+    warm = ray.remote(num_cpus=0.5)(_warm)
+    for _ in range(int(ray.cluster_resources().get("CPU", 1))):
+        warm.remote()
     work = Path(tempfile.mkdtemp(prefix="mlcycle-ray-", dir=paths.quarantine.parent
                                  if paths.quarantine.parent.exists() else None))
     try:
         return _plan_and_run(settings, paths, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _warm() -> None:
+    """Nothing: unpickling it imported this module, which was the point."""
 
 
 def _plan_and_run(settings: DataSettings, paths: PreparedPaths, work: Path) -> dict[str, Any]:
@@ -312,13 +358,13 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
     target = settings.target
     privacy = settings.privacy
 
-    def checked(batch: pd.DataFrame, name: str) -> pd.DataFrame:
+    def checked(batch: pd.DataFrame, name: str, joins: Any) -> pd.DataFrame:
         scrubber = Scrubber(privacy, names)
         rows = scrub_frame(batch, name, fields, scrubber)
         digest = _digest(batch)
         if kept[name] and len(rows):  # the source's own statistics, counted at the end
             _write_part(_arrow(rows[kept[name]]), work / "source" / _safe(name) / f"{digest}.arrow")
-        rows, orphans = join_rows(rows, joins)
+        rows, orphans = join_rows(rows, _got(joins))
         rows, out = check_values(rows, plan, label)
         _side(work, batch, out, {"step": "check", "source": name, "rows": len(batch),
                                  "pii": scrubber.counts, "orphans": orphans,
@@ -329,8 +375,9 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
         return pd.DataFrame({"rows": [len(rows)]})
 
     # The checked rows go to disk, not the object store: three more passes read them.
+    shared = ray.put(joins)
     for source, ds, _ in modeled:
-        _to_pandas(_map(ds, checked, name=source.name))
+        _to_pandas(_map(ds, checked, name=source.name, joins=shared))
     done = sorted(str(f) for f in (work / "checked").glob("*.arrow"))
     if not done:
         raise UserError(f"data: every row of {label} was quarantined; nothing is left "
@@ -375,7 +422,7 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
         path.mkdir(parents=True)
 
     def finished(batch: pd.DataFrame, repeated: Any, copies: bool) -> pd.DataFrame:
-        batch = batch[np.isin(batch[EXACT].to_numpy(), _got(repeated)) == copies]
+        batch = batch[in_sorted(batch[EXACT].to_numpy(), _got(repeated)) == copies]
         rows, out = check_impossible(batch, plan, label)
         rows, more = finish_rows(rows, dec, settings, label)
         # Rows that are not repeated have distinct keys, so a batch's keys name it; the

@@ -1,4 +1,5 @@
 import json
+import pickle
 from pathlib import Path
 
 import joblib
@@ -9,7 +10,14 @@ import pytest
 from components.common.errors import UserError
 from components.common.settings import DataSettings
 from components.data.features import transform_frame
-from components.data.prepare import REASON_COL, PreparedPaths, prepare
+from components.data.prepare import (
+    REASON_COL,
+    Join,
+    PreparedPaths,
+    in_sorted,
+    join_rows,
+    prepare,
+)
 from tests.conftest import assert_no_pii, scenario_sources
 
 
@@ -163,3 +171,23 @@ def test_declared_contract_quarantines_rows_that_break_it(tmp_path: Path) -> Non
     with pytest.raises(UserError, match="column 'region'"):
         prepare(settings.model_copy(update={"contract": tmp_path / "contract.yaml"}),
                 paths(tmp_path / "o2"))
+
+
+def test_in_sorted_matches_isin() -> None:
+    rng = np.random.default_rng(0)
+    keys = np.unique(rng.integers(0, 2**64 - 1, 500, dtype=np.uint64))
+    values = np.concatenate([keys[::7], rng.integers(0, 2**64 - 1, 300, dtype=np.uint64),
+                             np.array([0, 2**64 - 1], dtype=np.uint64)])
+    assert np.array_equal(in_sorted(values, keys), np.isin(values, keys))
+    assert not in_sorted(values, keys[:0]).any()
+
+
+def test_join_index_is_rebuilt_after_pickling_not_shipped() -> None:
+    right = pd.DataFrame({"id": [1, 2, 3], "plan": ["a", "b", "c"]})
+    join = Join("accounts", right, ["id"])
+    assert list(join.indexed.index) == [1, 2, 3]
+    copy = pickle.loads(pickle.dumps(join))
+    assert "indexed" not in copy.__dict__
+    joined, orphans = join_rows(pd.DataFrame({"id": [3, 9]}), [copy])
+    assert joined["plan"].tolist()[0] == "c" and pd.isna(joined["plan"].tolist()[1])
+    assert orphans == {"accounts": 1}
