@@ -10,7 +10,8 @@ The default task (``--task synthetic``) is scikit-learn's ``make_classification`
 overlapping clusters: width, learning rate and epochs all matter, so configurations end
 far apart. On the startup scenario (``--task scenario``) every configuration reaches its
 Bayes accuracy within a few epochs and "the best" comes down to single validation rows,
-which measures noise rather than the scheduler.
+which measures noise rather than the scheduler. ``--asha-search optuna`` runs ASHA over
+mlcycle's default search (Optuna) instead, against the same random search.
 
     python bench/tune_asha.py --rows 30000 --trials 32 --epochs 20 --seeds 1,2,3
 """

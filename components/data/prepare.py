@@ -83,13 +83,14 @@ class Join:
     on: list[str]
 
     @functools.cached_property
-    def indexed(self) -> pd.DataFrame:
-        """The right rows by key, with the key's hash table, built once per process and
+    def keys(self) -> pd.Index:
+        """The right rows' keys, with their hash table, built once per process and
         reused by every batch joined in it (the Ray engine joins one batch at a time)."""
-        return self.right.set_index(self.on)
+        on = self.right[self.on]
+        return pd.Index(on[self.on[0]]) if len(self.on) == 1 else pd.MultiIndex.from_frame(on)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "indexed"}  # rebuilt on use
+        return {k: v for k, v in self.__dict__.items() if k != "keys"}  # rebuilt on use
 
 
 def plan_integration(tables: list[SourceTable], sources: list[Source], columns: list[str]
@@ -132,7 +133,6 @@ def join_rows(frame: pd.DataFrame, joins: list[Join]) -> tuple[pd.DataFrame, dic
     orphans = {}
     frame = frame.copy(deep=False)
     for join in joins:
-        right = join.indexed
         keys = frame[join.on[0]] if len(join.on) == 1 else pd.MultiIndex.from_frame(
             frame[join.on])
         for key in join.on:
@@ -140,11 +140,12 @@ def join_rows(frame: pd.DataFrame, joins: list[Join]) -> tuple[pd.DataFrame, dic
                     pd.api.types.is_numeric_dtype(join.right[key]):
                 raise UserError(f"source {join.name!r}: join key {key!r} is a number on one "
                                 "side and text on the other; make them one type")
-        orphans[join.name] = int((right.index.get_indexer(keys) < 0).sum())
-        looked = right.reindex(keys)  # missing where no key matched
-        for col in looked.columns:
+        at = join.keys.get_indexer(keys)
+        orphans[join.name] = int((at < 0).sum())
+        for col in join.right.columns.drop(join.on):  # missing where no key matched
             name = f"{col}_{join.name}" if col in frame.columns else col
-            frame[name] = looked[col].to_numpy()
+            frame[name] = pd.api.extensions.take(join.right[col].to_numpy(), at,
+                                                 allow_fill=True)
     return frame, orphans
 
 

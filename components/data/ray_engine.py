@@ -16,11 +16,14 @@ Parquet first.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable
@@ -199,9 +202,23 @@ def _blockwise(fn: Callable[..., pd.DataFrame]) -> Callable[..., pa.Table]:
     the pandas engine sees (None for a missing text, NaN for a missing number)."""
 
     def run(batch: pa.Table, **kwargs: Any) -> pa.Table:
-        return _arrow(fn(batch.to_pandas(), **kwargs))
+        out = _arrow(fn(batch.to_pandas(), **kwargs))
+        _release()
+        return out
 
     return run
+
+
+def _release() -> None:
+    """Hand a batch's freed memory back to the system. Arrow's pool and the C heap keep
+    it for reuse otherwise, and with a worker per core that held memory is a worker's
+    whole peak, kept until the stage ends."""
+    pa.default_memory_pool().release_unused()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
 
 
 def _arrow(frame: pd.DataFrame) -> pa.Table:
@@ -245,8 +262,7 @@ def _got(value: Any) -> Any:
         return value
     key = value.hex()
     if key not in _FETCHED:
-        if len(_FETCHED) >= 4:  # a stage's few arguments; older stages' are done
-            del _FETCHED[next(iter(_FETCHED))]
+        _FETCHED.clear()  # one pass's argument at a time: the last pass's are done with
         _FETCHED[key] = ray.get(value)
     return _FETCHED[key]
 
@@ -402,6 +418,7 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
         impossible |= (keys[col] < 0).to_numpy()
     dec = decide(keys.loc[~impossible, [EXACT, NEAR, target]], settings, columns)
     del keys
+    _release()
     repeated = ray.put(dec.repeated)
 
     # The transform is fitted first, on rows the decisions name, so the last pass can
@@ -414,6 +431,7 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
     schema, transform = fit_transform(fit_sample(gathered, dec), settings, dec)
     copies = gathered[np.isin(gathered[EXACT].to_numpy(), dec.repeated)]
     del gathered
+    _release()
     outputs = [*schema.inputs, target]
     for part in ("train", "val", "test"):
         path = getattr(paths, part)

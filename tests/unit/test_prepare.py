@@ -185,9 +185,9 @@ def test_in_sorted_matches_isin() -> None:
 def test_join_index_is_rebuilt_after_pickling_not_shipped() -> None:
     right = pd.DataFrame({"id": [1, 2, 3], "plan": ["a", "b", "c"]})
     join = Join("accounts", right, ["id"])
-    assert list(join.indexed.index) == [1, 2, 3]
+    assert list(join.keys) == [1, 2, 3]
     copy = pickle.loads(pickle.dumps(join))
-    assert "indexed" not in copy.__dict__
+    assert "keys" not in copy.__dict__
     joined, orphans = join_rows(pd.DataFrame({"id": [3, 9]}), [copy])
     assert joined["plan"].tolist()[0] == "c" and pd.isna(joined["plan"].tolist()[1])
     assert orphans == {"accounts": 1}
