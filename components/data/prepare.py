@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import joblib
 import numpy as np
@@ -21,22 +21,15 @@ import pandas as pd
 
 from components.common.errors import UserError
 from components.common.settings import DataSettings, Source
-from components.data.contract import (
-    CONTRACT_FILE,
-    contract_from_json,
-    infer_contract,
-    load_contract,
-    row_failures,
-)
-from components.data.features import (
-    FeatureSchema,
-    build_transform,
-    category_variants,
-    infer_schema,
-    outlier_counts,
-)
 from components.data.privacy import PLAN_ROWS, scrub_sources
 from components.data.sources import SourceTable, read_source
+
+if TYPE_CHECKING:
+    from components.data.features import FeatureSchema
+
+# The feature and contract modules (sklearn, pandera: ~65 MB and 0.8 s a process) are
+# imported by the steps that fit, save or check them, not here: the Ray engine's
+# workers import this module for their block steps and need neither.
 
 MIN_ROWS_PER_CLASS = 5
 """A class needs a few rows to reach train, validation and test."""
@@ -213,7 +206,11 @@ def plan_rows(head: pd.DataFrame, settings: DataSettings) -> RowPlan:
     numeric = tuple(_mostly_numbers(head, target))
     ids = tuple(c for c in head.columns if c != target and c not in numeric
                 and head[c].dtype == object and _looks_like_id(head[c]))
-    contract = load_contract(settings.contract).to_json() if settings.contract else None
+    contract = None
+    if settings.contract:
+        from components.data.contract import load_contract
+
+        contract = load_contract(settings.contract).to_json()
     return RowPlan(target, numeric, ids, contract=contract)
 
 
@@ -261,6 +258,8 @@ def check_values(frame: pd.DataFrame, plan: RowPlan, source: str
         flag(present & numbers.isna().to_numpy(), f"wrong type in {col}: expected a number")
         converted[col] = numbers.astype(np.float64)
     if plan.contract:
+        from components.data.contract import contract_from_json, row_failures
+
         failed = row_failures(converted, contract_from_json(plan.contract)) \
             .fillna("").to_numpy(dtype=object)
         for reason in pd.unique(failed[failed != ""]):
@@ -489,6 +488,8 @@ def fit_sample(frame: pd.DataFrame, dec: Decisions) -> pd.DataFrame:
 
 def fit_transform(sample: pd.DataFrame, settings: DataSettings, dec: Decisions
                   ) -> tuple[FeatureSchema, Any]:
+    from components.data.features import build_transform, infer_schema
+
     sample = sample.sort_values(EXACT, kind="stable").reset_index(drop=True) \
         .drop(columns=[EXACT, NEAR, SPLIT], errors="ignore")
     try:
@@ -534,6 +535,8 @@ def source_report(tables: list[SourceTable], schema: FeatureSchema, transform: A
                   ) -> tuple[dict[str, int], dict[str, int]]:
     """Outliers and category spellings, counted in each source's own rows (a customer's
     row, not each ticket joined to it)."""
+    from components.data.features import category_variants, outlier_counts
+
     outliers, variants = {}, {}
     for t in tables:
         outliers.update({f"{t.name}.{c}": n
@@ -620,6 +623,8 @@ def quarantine_columns(names: list[str]) -> list[str]:
 
 def save_transform(schema: FeatureSchema, transform: Any, out: Path) -> None:
     """The transform, its schema and the model's input contract, frozen for serving."""
+    from components.data.contract import CONTRACT_FILE, infer_contract
+
     out.mkdir(parents=True, exist_ok=True)
     joblib.dump(transform, out / "transform.joblib")
     (out / "schema.json").write_text(json.dumps(schema.to_dict(), indent=2))

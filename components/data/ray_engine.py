@@ -41,7 +41,6 @@ from ray.data.block import BlockMetadata
 
 from components.common.errors import UserError
 from components.common.settings import DataSettings, RaySettings, Source
-from components.data.features import category_variants, infer_schema, outlier_counts
 from components.data.prepare import (
     EXACT,
     NEAR,
@@ -371,6 +370,8 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
          pii_counts: Counter[str], kept: dict[str, list[str]]) -> dict[str, Any]:
     import ray
 
+    from components.data.features import category_variants, outlier_counts
+
     target = settings.target
     privacy = settings.privacy
 
@@ -518,6 +519,8 @@ def _described_columns(head: pd.DataFrame, settings: DataSettings) -> list[str]:
     """The columns of a source its statistics will likely need (numeric and categorical,
     by the roles its first rows suggest): the first pass saves them, so the source need
     not be read and scrubbed again once the transform is fitted."""
+    from components.data.features import infer_schema
+
     try:
         schema = infer_schema(head, settings, [])
     except ValueError:
