@@ -79,3 +79,17 @@ def test_source_statistics_when_the_first_pass_did_not_keep_their_columns(
     for key in ("outliers_clipped", "category_variants"):
         assert reports["ray"][key] == reports["pandas"][key]
     assert reports["ray"]["category_variants"] and reports["ray"]["outliers_clipped"]
+
+
+def test_work_files_are_read_one_task_each(tmp_path: Path) -> None:
+    """Listed as rows and read by a map, Ray Data bundled every file into one task, and a
+    pass ran on one core."""
+    import pyarrow as pa
+
+    paths = []
+    for n in (1, 2, 3):
+        path = tmp_path / f"{n}.arrow"
+        ray_engine._write_part(pa.table({"x": list(range(n))}), path)
+        paths.append(str(path))
+    tasks = ray_engine._Parts(paths).get_read_tasks(parallelism=1)
+    assert [sum(block.num_rows for block in task.read_fn()) for task in tasks] == [1, 2, 3]
