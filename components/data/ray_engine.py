@@ -17,7 +17,6 @@ Parquet first.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import hashlib
 import json
@@ -161,14 +160,14 @@ class _Parts(Datasource):
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
                        data_context: Any = None) -> list[ReadTask]:
-        return [ReadTask(functools.partial(_read_parts, [p]),
+        return [ReadTask(functools.partial(_read_block, p),
                          BlockMetadata(num_rows=None, size_bytes=os.path.getsize(p),
                                        exec_stats=None, input_files=(p,)),
                          per_task_row_limit=per_task_row_limit) for p in self.paths]
 
 
-def _read_parts(paths: list[str]) -> list[pa.Table]:
-    return [_read_part(p) for p in paths]
+def _read_block(path: str) -> list[pa.Table]:
+    return [_read_part(path)]
 
 
 def _parse_to_parts(source: Source, out: str) -> SourceTable:
@@ -213,11 +212,12 @@ def _release() -> None:
     it for reuse otherwise, and with a worker per core that held memory is a worker's
     whole peak, kept until the stage ends."""
     pa.default_memory_pool().release_unused()
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
+    if _TRIM is not None:
+        _TRIM(0)
 
 
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
+# glibc's; other C libraries (musl, macOS) have none and keep their own ways
+_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None) if sys.platform == "linux" else None
 
 
 def _arrow(frame: pd.DataFrame) -> pa.Table:
