@@ -110,7 +110,7 @@ def register(
     except MlflowException:
         current = None
     if current is None:
-        promoted, reason = True, "no champion yet"
+        promoted, reason = True, "no earlier champion"
     else:
         try:
             champion = mlflow.pyfunc.load_model(f"models:/{name}@champion")
