@@ -81,15 +81,29 @@ def test_source_statistics_when_the_first_pass_did_not_keep_their_columns(
     assert reports["ray"]["category_variants"] and reports["ray"]["outliers_clipped"]
 
 
-def test_work_files_are_read_one_task_each(tmp_path: Path) -> None:
-    """Listed as rows and read by a map, Ray Data bundled every file into one task, and a
-    pass ran on one core."""
+def test_a_pass_over_work_files_runs_in_a_task_per_batch(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """Listed as rows and read by a map, the files were bundled into as few tasks as the
+    batch size allowed, whatever their rows, and a pass ran on one core."""
     import pyarrow as pa
+    import ray
 
+    from components.common.compute import ray_session
+    from components.common.settings import RaySettings
+
+    monkeypatch.setattr(ray_engine, "BATCH_ROWS", 2)
     paths = []
-    for n in (1, 2, 3):
+    for n in range(4):
         path = tmp_path / f"{n}.arrow"
-        ray_engine._write_part(pa.table({"x": list(range(n))}), path)
+        ray_engine._write_part(pa.table({"x": [n, n]}), path)
         paths.append(str(path))
-    tasks = ray_engine._Parts(paths).get_read_tasks(parallelism=1)
-    assert [sum(block.num_rows for block in task.read_fn()) for task in tasks] == [1, 2, 3]
+
+    def task(batch: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"task": [ray.get_runtime_context().get_task_id()],
+                             "rows": [len(batch)]})
+
+    with ray_session(RaySettings(num_cpus=2)):
+        seen = ray_engine._to_pandas(ray_engine._map(ray_engine._parts(paths), task))
+    assert seen["rows"].tolist() == [2, 2, 2, 2]
+    assert seen["task"].nunique() == 4
