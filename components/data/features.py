@@ -104,6 +104,8 @@ def _infer_role(col: str, values: pd.Series) -> str:
         return "drop:constant"
     if pd.api.types.is_bool_dtype(values):
         return "categorical"
+    if pd.api.types.is_datetime64_any_dtype(values):  # numbers to pd.to_numeric, but dates
+        return "datetime"
     unique_ratio = non_null.nunique() / n
     is_numeric = pd.api.types.is_numeric_dtype(values) or _numeric_share(values) >= 0.95
     name = col.lower()

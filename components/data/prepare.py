@@ -346,8 +346,10 @@ def _near_hash(values: np.ndarray) -> np.ndarray:
     if not _few_distinct(values):  # mostly distinct: factorizing would cost more
         return _hash_column(_normalized_text(values))
     codes, uniques = pd.factorize(values)
-    hashed = _hash_column(_normalized_text(np.asarray(uniques, dtype=object)))
     missing = _hash_column(np.array([None], dtype=object))[0]
+    if not len(uniques):  # a column with no value at all
+        return np.full(len(values), missing, dtype=np.uint64)
+    hashed = _hash_column(_normalized_text(np.asarray(uniques, dtype=object)))
     return np.where(codes >= 0, hashed[np.maximum(codes, 0)], missing).astype(np.uint64)
 
 

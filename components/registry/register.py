@@ -35,10 +35,13 @@ class Registered:
 
 
 def input_example(clf_inputs: list[str], frame: pd.DataFrame, n: int = 5) -> pd.DataFrame:
-    """Numbers as float so a client may send ``3`` or ``3.0`` or null alike."""
+    """Numbers as float so a client may send ``3`` or ``3.0`` or null alike; dates as
+    text, as a JSON client sends them."""
     example = frame[clf_inputs].head(n).copy()
     for col in example.columns:
-        if pd.api.types.is_numeric_dtype(example[col]):
+        if pd.api.types.is_datetime64_any_dtype(example[col]):
+            example[col] = example[col].astype(str).where(example[col].notna(), None)
+        elif pd.api.types.is_numeric_dtype(example[col]):
             example[col] = example[col].astype("float64")
     return example
 

@@ -113,6 +113,30 @@ def test_target_missing_and_continuous_target(tmp_path: Path) -> None:
                              target="y"), paths(tmp_path / "o"))
 
 
+def test_typed_dates_and_a_column_with_no_value(tmp_path: Path) -> None:
+    """Parquet and SQL hand over dates as datetime64, which ``pd.to_numeric`` would take
+    for numbers; a column with no value at all must not break the duplicate keys."""
+    from components.registry.register import input_example
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"signed_up": pd.Timestamp("2024-01-01")
+                          + pd.to_timedelta(rng.integers(0, 700, 120), unit="D"),
+                          "empty": pd.Series([None] * 120, dtype=object),
+                          "x": rng.normal(size=120), "y": ["a", "b"] * 60})
+    frame.to_parquet(tmp_path / "d.parquet")
+    settings = DataSettings(sources=[{"name": "d", "uri": str(tmp_path / "d.parquet")}],
+                            target="y")
+    report = prepare(settings, paths(tmp_path / "o"))
+    assert report["rows"] == {"input": 120, "clean": 120, "quarantined": 0}
+    assert report["schema"]["datetime"] == ["signed_up"]
+    assert report["schema"]["dropped"] == {"empty": "all values missing"}
+    test = pd.read_parquet(tmp_path / "o" / "test.pq")
+    example = input_example(["signed_up", "x"], test)
+    assert example["signed_up"].map(type).eq(str).all()  # as a JSON client sends a date
+    transform = joblib.load(tmp_path / "o" / "transform" / "transform.joblib")
+    assert np.isfinite(transform_frame(transform, example)).all()
+
+
 def test_rare_classes_are_quarantined_with_a_reason(tmp_path: Path) -> None:
     frame = pd.DataFrame({"x": range(63), "y": ["a"] * 30 + ["b"] * 30 + ["c"] * 3})
     frame.to_csv(tmp_path / "d.csv", index=False)
