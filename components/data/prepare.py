@@ -204,14 +204,23 @@ class RowPlan:
 def plan_rows(head: pd.DataFrame, settings: DataSettings) -> RowPlan:
     target = settings.target
     numeric = tuple(_mostly_numbers(head, target))
-    ids = tuple(c for c in head.columns if c != target and c not in numeric
-                and head[c].dtype == object and _looks_like_id(head[c]))
+    text = [c for c in head.columns if c != target and c not in numeric
+            and head[c].dtype == object]
+    # A re-sent ticket keeps its text under a new id; rows with no free text that differ
+    # only in their ids (orders, say) are different rows.
+    ids = tuple(c for c in text if _looks_like_id(head[c])) \
+        if any(_free_text(head[c]) for c in text) else ()
     contract = None
     if settings.contract:
         from components.data.contract import load_contract
 
         contract = load_contract(settings.contract).to_json()
     return RowPlan(target, numeric, ids, contract=contract)
+
+
+def _free_text(values: pd.Series) -> bool:
+    present = values.dropna().astype(str)
+    return len(present) > 0 and float(present.str.split().str.len().mean()) >= 3
 
 
 def _looks_like_id(values: pd.Series) -> bool:
@@ -252,7 +261,7 @@ def check_values(frame: pd.DataFrame, plan: RowPlan, source: str
     for col in plan.numeric:
         if col not in base.columns:
             continue
-        numbers = pd.to_numeric(base[col], errors="coerce")
+        numbers = read_numbers(base[col])
         present = base[col].notna().to_numpy() & \
             (base[col].astype(str).str.strip() != "").to_numpy()
         flag(present & numbers.isna().to_numpy(), f"wrong type in {col}: expected a number")
@@ -519,6 +528,24 @@ FIT_ROWS = 50_000
 more costs time and memory and changes little."""
 
 
+_MONEY = "$€£¥₹"
+
+
+def read_numbers(values: pd.Series) -> pd.Series:
+    """Numbers, also as exports write them for people: ``€1,234.50``, ``12 %``, ``$ -3``
+    (thousands commas only in their proper groups). Anything else is NaN."""
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    written = np.isnan(numbers) & values.notna().to_numpy()
+    if written.any():
+        text = values[written].astype(str).str.strip() \
+            .str.replace(rf"^([-+]?)\s*[{_MONEY}]\s*", r"\1", regex=True) \
+            .str.replace(rf"\s*(%|[{_MONEY}])$", "", regex=True)
+        grouped = text.str.fullmatch(r"[-+]?\d{1,3}(,\d{3})+(\.\d+)?")
+        text = text.where(~grouped, text.str.replace(",", "", regex=False))
+        numbers[written] = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+    return pd.Series(numbers, index=values.index, name=values.name)
+
+
 def _mostly_numbers(frame: pd.DataFrame, target: str) -> list[str]:
     """Text columns whose values are nearly all numbers: numeric columns with bad cells."""
     out = []
@@ -527,8 +554,7 @@ def _mostly_numbers(frame: pd.DataFrame, target: str) -> list[str]:
             continue
         present = frame[col].dropna().astype(str).str.strip()
         present = present[present != ""]
-        if len(present) and pd.to_numeric(present, errors="coerce").notna().mean() >= \
-                NUMERIC_SHARE:
+        if len(present) and read_numbers(present).notna().mean() >= NUMERIC_SHARE:
             out.append(col)
     return out
 

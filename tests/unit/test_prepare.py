@@ -17,6 +17,7 @@ from components.data.prepare import (
     in_sorted,
     join_rows,
     prepare,
+    read_numbers,
 )
 from tests.conftest import assert_no_pii, scenario_sources
 
@@ -135,6 +136,33 @@ def test_typed_dates_and_a_column_with_no_value(tmp_path: Path) -> None:
     assert example["signed_up"].map(type).eq(str).all()  # as a JSON client sends a date
     transform = joblib.load(tmp_path / "o" / "transform" / "transform.joblib")
     assert np.isfinite(transform_frame(transform, example)).all()
+
+
+def test_orders_that_differ_only_in_their_id_are_kept_and_prices_are_numbers(
+        tmp_path: Path) -> None:
+    """With no free text, a near duplicate is not a row with the same values under
+    another id: that is another order. Prices as exports write them are numbers."""
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"order_id": [f"O-{i:06d}" for i in range(300)],
+                          "product": rng.choice(["a", "b"], 300), "qty": rng.integers(1, 3, 300),
+                          "price": [f"€{v:,.2f}" for v in rng.gamma(2, 900, 300)]})
+    frame["returned"] = np.where(frame["qty"] > 1, "yes", "no")
+    frame.to_csv(tmp_path / "orders.csv", index=False)
+    settings = DataSettings(sources=[{"name": "o", "uri": str(tmp_path / "orders.csv")}],
+                            target="returned")
+    report = prepare(settings, paths(tmp_path / "o"))
+    assert report["rows"] == {"input": 300, "clean": 300, "quarantined": 0}
+    assert "price" in report["schema"]["numeric"]
+    assert report["schema"]["dropped"] == {"order_id": "identifier"}
+
+
+def test_read_numbers_as_exports_write_them() -> None:
+    values = pd.Series(["€1,234.50", "12 %", "$ -3", "-£4", "1,23", "abc", None, "7", 8.5],
+                       index=[5] * 9)
+    got = read_numbers(values)
+    assert got.index.equals(values.index)
+    np.testing.assert_array_equal(got.to_numpy(), [1234.5, 12, -3, -4, np.nan, np.nan, np.nan,
+                                                   7, 8.5])
 
 
 def test_rare_classes_are_quarantined_with_a_reason(tmp_path: Path) -> None:
