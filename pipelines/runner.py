@@ -126,7 +126,7 @@ def collect_artifacts(run_dir: Path | None, dest: Path) -> dict[str, str]:
         "quarantine": ("prepare-data/quarantine", "quarantine.parquet"),
         "confusion_matrix": ("evaluate-model/plots/confusion_matrix.png", "confusion_matrix.png"),
         "curves": ("evaluate-model/plots/curves.png", "curves.png"),
-        "metrics": ("evaluate-model/plots/metrics.json", "metrics.json"),
+        "metrics_file": ("evaluate-model/plots/metrics.json", "metrics.json"),
         "drift_report": ("check-drift/report", "drift_report.html"),
     }
     found = {}

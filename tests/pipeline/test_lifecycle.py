@@ -46,7 +46,8 @@ def test_lifecycle_end_to_end(scenario: Path, tmp_path: Path) -> None:
         assert summary["tuning"]["trials"] == FAST["tune"]["num_samples"]
         assert summary["drift"]["dataset_drift"] is False
         assert 0 <= summary["drift"]["drifted_share"] < 0.5
-        for key in ("data_quality_report", "quarantine", "confusion_matrix", "drift_report"):
+        for key in ("data_quality_report", "quarantine", "confusion_matrix", "metrics_file",
+                    "drift_report"):
             assert Path(summary["artifacts"][key]).stat().st_size > 0, key
         assert_no_pii(settings.workdir, manifest["pii"]["values"])  # runs, MLflow, reports, logs
         assert next(s for s, state in events if state == "SUCCESS") == "prepare-data"
