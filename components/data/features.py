@@ -63,7 +63,7 @@ def _datetime_share(values: pd.Series) -> float:
     sample = values.dropna().astype(str).head(200)
     if sample.empty or not sample.str.contains(r"\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4}").all():
         return 0.0
-    parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
+    parsed = pd.to_datetime(sample, errors="coerce", format="mixed", utc=True)
     return float(parsed.notna().mean())
 
 
@@ -146,7 +146,8 @@ def fill_text(column: pd.Series | pd.DataFrame) -> np.ndarray:
 def datetime_parts(frame: pd.DataFrame) -> np.ndarray:
     parts = []
     for col in frame.columns:
-        ts = pd.to_datetime(frame[col], errors="coerce", format="mixed")
+        # In UTC: one offset for all, so times written with different offsets parse
+        ts = pd.to_datetime(frame[col], errors="coerce", format="mixed", utc=True)
         parts += [ts.dt.hour, ts.dt.dayofweek, ts.dt.month]
     return np.column_stack(parts).astype(np.float64)
 

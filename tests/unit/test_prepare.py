@@ -123,16 +123,18 @@ def test_typed_dates_and_a_column_with_no_value(tmp_path: Path) -> None:
     frame = pd.DataFrame({"signed_up": pd.Timestamp("2024-01-01")
                           + pd.to_timedelta(rng.integers(0, 700, 120), unit="D"),
                           "empty": pd.Series([None] * 120, dtype=object),
+                          "seen": [f"2024-05-{1 + i % 28:02d}T10:00:00+0{i % 3}:00"
+                                   for i in range(120)],  # offsets differ
                           "x": rng.normal(size=120), "y": ["a", "b"] * 60})
     frame.to_parquet(tmp_path / "d.parquet")
     settings = DataSettings(sources=[{"name": "d", "uri": str(tmp_path / "d.parquet")}],
                             target="y")
     report = prepare(settings, paths(tmp_path / "o"))
     assert report["rows"] == {"input": 120, "clean": 120, "quarantined": 0}
-    assert report["schema"]["datetime"] == ["signed_up"]
+    assert report["schema"]["datetime"] == ["signed_up", "seen"]
     assert report["schema"]["dropped"] == {"empty": "all values missing"}
     test = pd.read_parquet(tmp_path / "o" / "test.pq")
-    example = input_example(["signed_up", "x"], test)
+    example = input_example(["signed_up", "seen", "x"], test)
     assert example["signed_up"].map(type).eq(str).all()  # as a JSON client sends a date
     transform = joblib.load(tmp_path / "o" / "transform" / "transform.joblib")
     assert np.isfinite(transform_frame(transform, example)).all()
