@@ -102,7 +102,8 @@ def _infer_role(col: str, values: pd.Series) -> str:
         return "drop:all values missing"
     if non_null.nunique() == 1:
         return "drop:constant"
-    if pd.api.types.is_bool_dtype(values):
+    # True/False with gaps: pandas' nullable "boolean" from one reader, object from another
+    if pd.api.types.is_bool_dtype(values) or pd.api.types.infer_dtype(non_null) == "boolean":
         return "categorical"
     if pd.api.types.is_datetime64_any_dtype(values):  # numbers to pd.to_numeric, but dates
         return "datetime"

@@ -167,6 +167,20 @@ def test_read_numbers_as_exports_write_them() -> None:
                                                    7, 8.5])
 
 
+def test_true_false_with_gaps_is_categorical_however_it_was_read() -> None:
+    """pandas reads a Parquet bool column with nulls as "boolean", Arrow batches (the Ray
+    engine's) as objects; both engines must give it one role."""
+    from components.data.features import infer_schema
+
+    flags = [True, False, None] * 40
+    frame = pd.DataFrame({"nullable": pd.array(flags, dtype="boolean"),
+                          "objects": pd.Series(flags, dtype=object),
+                          "x": np.arange(120.0), "y": ["a", "b"] * 60})
+    schema = infer_schema(frame, DataSettings(sources=[{"name": "d", "uri": "d.csv"}],
+                                              target="y"), ["a", "b"])
+    assert schema.categorical == ["nullable", "objects"] and schema.numeric == ["x"]
+
+
 def test_rare_classes_are_quarantined_with_a_reason(tmp_path: Path) -> None:
     frame = pd.DataFrame({"x": range(63), "y": ["a"] * 30 + ["b"] * 30 + ["c"] * 3})
     frame.to_csv(tmp_path / "d.csv", index=False)
