@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import html
+import importlib
 import json
+import threading
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -602,6 +604,9 @@ def check_target(frame: pd.DataFrame, settings: DataSettings) -> None:
 
 def _prepare_pandas(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
     """The whole input in memory, as one block."""
+    # The fit's imports (sklearn: ~2 s) load on the other core while the sources parse.
+    threading.Thread(target=importlib.import_module, args=("components.data.features",),
+                     daemon=True).start()
     tables, pii = scrub_sources(read_sources(settings.sources), settings.privacy)
     check_target(tables[0].frame, settings)
     check_task(tables[0].frame[settings.target], settings)
