@@ -23,6 +23,7 @@ import pandas as pd
 
 from components.common.errors import UserError
 from components.common.settings import DataSettings, Source
+from components.data.numbers import read_numbers
 from components.data.privacy import PLAN_ROWS, scrub_sources
 from components.data.sources import SourceTable, read_source
 
@@ -528,24 +529,6 @@ ID_SHARE = 0.95
 FIT_ROWS = 50_000
 """Enough rows to estimate medians, fences, vocabularies and category sets; fitting on
 more costs time and memory and changes little."""
-
-
-_MONEY = "$€£¥₹"
-
-
-def read_numbers(values: pd.Series) -> pd.Series:
-    """Numbers, also as exports write them for people: ``€1,234.50``, ``12 %``, ``$ -3``
-    (thousands commas only in their proper groups). Anything else is NaN."""
-    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
-    written = np.isnan(numbers) & values.notna().to_numpy()
-    if written.any():
-        text = values[written].astype(str).str.strip() \
-            .str.replace(rf"^([-+]?)\s*[{_MONEY}]\s*", r"\1", regex=True) \
-            .str.replace(rf"\s*(%|[{_MONEY}])$", "", regex=True)
-        grouped = text.str.fullmatch(r"[-+]?\d{1,3}(,\d{3})+(\.\d+)?")
-        text = text.where(~grouped, text.str.replace(",", "", regex=False))
-        numbers[written] = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
-    return pd.Series(numbers, index=values.index, name=values.name)
 
 
 def _mostly_numbers(frame: pd.DataFrame, target: str) -> list[str]:

@@ -7,6 +7,8 @@ from typing import Any
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+from components.data.numbers import read_numbers
+
 
 class BundleModel(PythonModel):
     """Loads the saved bundle (transform + MLP) from the model's artifacts."""
@@ -39,7 +41,7 @@ def conform(frame: pd.DataFrame, input_schema: Any) -> pd.DataFrame:
         if name not in out.columns:
             continue
         if kind in _NUMERIC:
-            numbers = pd.to_numeric(out[name], errors="coerce")
+            numbers = read_numbers(out[name])
             bad = out[name].notna() & numbers.isna()
             if bad.any():
                 example = out.loc[bad, name].iloc[0]

@@ -10,6 +10,7 @@ import pytest
 from components.common.errors import UserError
 from components.common.settings import DataSettings
 from components.data.features import transform_frame
+from components.data.numbers import read_numbers
 from components.data.prepare import (
     REASON_COL,
     Join,
@@ -17,7 +18,6 @@ from components.data.prepare import (
     in_sorted,
     join_rows,
     prepare,
-    read_numbers,
 )
 from tests.conftest import assert_no_pii, scenario_sources
 
@@ -165,6 +165,19 @@ def test_read_numbers_as_exports_write_them() -> None:
     assert got.index.equals(values.index)
     np.testing.assert_array_equal(got.to_numpy(), [1234.5, 12, -3, -4, np.nan, np.nan, np.nan,
                                                    7, 8.5])
+
+
+def test_the_endpoint_reads_numbers_as_prepare_does() -> None:
+    from mlflow.types import ColSpec, Schema
+
+    from components.registry.pyfunc import conform
+
+    schema = Schema([ColSpec("double", "price"), ColSpec("string", "plan")])
+    rows = conform(pd.DataFrame({"price": ["€1,234.50", 3, None], "plan": ["pro", "x", None]}),
+                   schema)
+    np.testing.assert_array_equal(rows["price"].to_numpy(), [1234.5, 3.0, np.nan])
+    with pytest.raises(ValueError, match="field 'price' must be a number, got 'cheap'"):
+        conform(pd.DataFrame({"price": ["cheap"], "plan": ["pro"]}), schema)
 
 
 def test_true_false_with_gaps_is_categorical_however_it_was_read() -> None:
