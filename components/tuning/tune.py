@@ -14,6 +14,7 @@ from typing import Any
 
 from components.common import tracking
 from components.common.compute import ray_session
+from components.common.errors import UserError
 from components.common.settings import Settings
 from components.training.ray_train import (
     save_features,
@@ -76,6 +77,8 @@ def search(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
         del inputs  # trials read the file and get a plain config: a small, light closure
         scaling = scaling_for(1, settings.train.cpus_per_worker, settings.train.use_gpu)
         base |= {"threads": scaling.cpus_per_worker, "use_gpu": scaling.use_gpu}
+        concurrent = _concurrency(cfg.max_concurrent, scaling.cpus_per_worker,
+                                  streamed="ray_data" in base)
 
         def trial(params: dict[str, Any]) -> None:
             trial_id = tune.get_context().get_trial_id()
@@ -91,7 +94,7 @@ def search(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
             tune_config=tune.TuneConfig(
                 metric=cfg.metric, mode=mode, num_samples=cfg.num_samples,
                 # BasicVariantGenerator limits itself (Tune warns and ignores this for it).
-                max_concurrent_trials=cfg.max_concurrent if cfg.search == "optuna" else None,
+                max_concurrent_trials=concurrent if cfg.search == "optuna" else None,
                 time_budget_s=cfg.time_limit_s,
                 # One process runs trial after trial: a fresh one costs ~4 s of imports and
                 # MLflow set-up, more than an ASHA-stopped trial's epochs.
@@ -102,7 +105,7 @@ def search(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
                 if cfg.scheduler == "asha" else FIFOScheduler(),
                 search_alg=OptunaSearch(seed=settings.train.seed) if cfg.search == "optuna"
                 else BasicVariantGenerator(random_state=settings.train.seed,
-                                           max_concurrent=cfg.max_concurrent),
+                                           max_concurrent=concurrent),
             ),
             # Each trial's results as JSON, so the ResultGrid can load them (mlcycle turns
             # off Tune's default loggers, TensorBoard's among them).
@@ -111,3 +114,20 @@ def search(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
                                       callbacks=[JsonLoggerCallback()]),
         )
         return tuner.fit()
+
+
+def _concurrency(wanted: int, cpus_per_trial: float, streamed: bool) -> int:
+    """Trials at once. A trial that streams its data (``data.engine: ray``) waits on Ray
+    Data's read tasks, which need a CPU no trial holds: trials on every CPU would wait
+    on each other until the time limit."""
+    if not streamed:
+        return wanted
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 1)
+    room = int((total - 1) // cpus_per_trial)
+    if room < 1:
+        raise UserError(f"tune: with data.engine: ray a trial takes {cpus_per_trial:g} CPU and "
+                        f"Ray Data's reads one more; give Ray at least "
+                        f"{cpus_per_trial + 1:g} (ray.num_cpus, now {total:g})")
+    return min(wanted, room)

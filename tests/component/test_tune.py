@@ -40,3 +40,21 @@ def test_tune_picks_the_best_trial_by_the_configured_metric(scenario: Path,
     assert result["val_accuracy"] == pytest.approx(scores[best_lr])
     assert result["params"] == {"lr": best_lr}
     assert scores[1e-6] < scores[best_lr]  # a learning rate too small to learn loses
+
+
+def test_trials_that_stream_through_ray_data_leave_it_a_cpu(scenario: Path,
+                                                           tmp_path: Path) -> None:
+    """Two streaming trials on two CPUs waited for Ray Data's reads, which had no CPU
+    left, until the time limit; now one runs at a time."""
+    settings = Settings(
+        workdir=tmp_path / "work", ray={"num_cpus": 2},
+        data={"sources": scenario_sources(scenario), "target": "category", "engine": "ray"},
+        train={"batch_size": 64, "hidden": 16},
+        tune={"num_samples": 2, "max_concurrent": 2, "max_epochs": 2, "time_limit_s": 120,
+              "search_space": {"lr": {"choice": [1e-3, 3e-3]}}})
+    out = tmp_path / "prepared"
+    prepare(settings.data, PreparedPaths(out / "train.pq", out / "val.pq", out / "test.pq",
+                                         out / "q.pq", out / "transform", out / "report"))
+    parent = tracking.start_parent_run(settings, "tune-stream-test")
+    result = run_tune(settings, parent, out / "train.pq", out / "val.pq", out / "transform")
+    assert result["trials"] == 2 and result["val_loss"] > 0
