@@ -195,3 +195,18 @@ def test_text_model_fine_tunes_minilm_and_can_freeze_it() -> None:
         after = model.state_dict()
         unchanged = all(torch.equal(before[k], after[k]) for k in before)
         assert unchanged == freeze
+
+
+def test_streaming_trials_leave_ray_data_a_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    from components.common.errors import UserError
+    from components.tuning.tune import _concurrency
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
+    assert _concurrency(8, 1, streamed=False) == 8
+    assert _concurrency(8, 1, streamed=True) == 3
+    assert _concurrency(2, 1, streamed=True) == 2
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 1.0})
+    with pytest.raises(UserError, match=r"give Ray at least 2 \(ray.num_cpus, now 1\)"):
+        _concurrency(2, 1, streamed=True)
