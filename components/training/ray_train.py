@@ -17,6 +17,7 @@ from components.training.loop import (
     EarlyStopping,
     LoopParams,
     compiled,
+    data_device,
     evaluate,
     make_loader,
     make_optimizer,
@@ -114,11 +115,13 @@ def run_epochs(config: dict[str, Any], rank: int, world: int, device: torch.devi
         val_loader: Any = ShardBatches(shards["val"], featurize, 1024,
                                        config["ray_data"]["val_rows"], world)
     else:
-        data = np.load(config["features_path"])
+        with np.load(config["features_path"]) as npz:
+            data = {k: npz[k] for k in ("x_train", "y_train", "x_val", "y_val")}
+        where = data_device(device, *data.values())
         train_loader = make_loader(data["x_train"], data["y_train"], params.batch_size, True,
-                                   params.seed, rank, world)
+                                   params.seed, rank, world, where)
         val_loader = make_loader(data["x_val"], data["y_val"], 1024, False, rank=rank,
-                                 world=world)
+                                 world=world, device=where)
     model = wrap(build_model(spec))
     optimizer = make_optimizer(model, params)
     scheduler = make_scheduler(optimizer, params, len(train_loader))
