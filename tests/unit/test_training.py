@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from components.evaluation.evaluate import classification_metrics
-from components.training.loop import EarlyStopping, LoopParams, fit, make_loader, seed_everything
+from components.training.loop import (
+    EarlyStopping,
+    LoopParams,
+    data_device,
+    fit,
+    make_loader,
+    seed_everything,
+)
 from components.training.networks import ModelSpec, build_mlp
 
 
@@ -43,6 +50,16 @@ def test_same_seed_same_weights() -> None:
 
     a, b = run(), run()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_splits_go_to_the_gpu_only_when_they_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = np.zeros((1000, 250), np.float32)  # 1 MB
+    gpu = torch.device("cuda", 0)
+    assert data_device(torch.device("cpu"), x) is None
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 << 20, 80 << 30))
+    assert data_device(gpu, x, x) == gpu
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (3 << 20, 80 << 30))
+    assert data_device(gpu, x) is None  # a quarter of the free memory is under 1 MB
 
 
 def test_early_stopping_counts_epochs_without_improvement() -> None:
