@@ -135,8 +135,8 @@ def run_epochs(config: dict[str, Any], rank: int, world: int, device: torch.devi
             scheduler.load_state_dict(resume["scheduler"])
         stopper = EarlyStopping(**resume["stopper"])
         start = resume["epoch"] + 1
-    logger = _MlflowLogger(config.get("mlflow"), rank)
-    logger.params({**config["loop"], **config["spec"], "workers": world})
+    logger = MlflowLogger(config.get("mlflow"), rank)
+    logger.params(run_params(config, world))
     every = max(1, int(config.get("checkpoint_every", 1)))
     step = compiled(model, params)
     for epoch in range(start, params.epochs):
@@ -224,8 +224,14 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return inner
 
 
-class _MlflowLogger:
-    """Rank 0 logs params and per-epoch metrics in batches to its MLflow run."""
+EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "lr", "epoch_s", "samples_per_s",
+                 "best_val_loss", "resumed_from")
+"""What each epoch logs to MLflow, from the loop's rank 0 or from a Tune trial's results."""
+
+
+class MlflowLogger:
+    """Params and per-epoch metrics, in batches, to one MLflow run: from rank 0 inside a
+    Train run, or from the Tune driver for its trials."""
 
     def __init__(self, target: dict[str, str] | None, rank: int) -> None:
         self.client = None
@@ -249,11 +255,16 @@ class _MlflowLogger:
 
             now = int(1000 * time.time())
             self.client.log_batch(self.run_id, metrics=[
-                Metric(k, float(v), now, step) for k, v in metrics.items() if k != "epoch"])
+                Metric(k, float(metrics[k]), now, step) for k in EPOCH_METRICS if k in metrics])
 
-    def close(self) -> None:
+    def close(self, status: str = "FINISHED") -> None:
         if self.client:
-            self.client.set_terminated(self.run_id)
+            self.client.set_terminated(self.run_id, status)
+
+
+def run_params(config: dict[str, Any], world: int) -> dict[str, Any]:
+    """A run's params as MLflow shows them."""
+    return {**config["loop"], **config["spec"], "workers": world}
 
 
 def make_trainer(config: dict[str, Any], scaling: Scaling, storage: str, name: str,

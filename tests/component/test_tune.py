@@ -40,6 +40,13 @@ def test_tune_picks_the_best_trial_by_the_configured_metric(scenario: Path,
     assert result["val_accuracy"] == pytest.approx(scores[best_lr])
     assert result["params"] == {"lr": best_lr}
     assert scores[1e-6] < scores[best_lr]  # a learning rate too small to learn loses
+    client = mlflow.MlflowClient()
+    for run in trials:  # kept by the driver from Tune's results: closed, one point an epoch
+        assert run.info.status == "FINISHED"
+        assert run.data.params["hidden"] == "32" and run.data.params["workers"] == "1"
+        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        assert [m.step for m in history] == list(range(len(history))) and len(history) >= 2
+        assert {"train_loss", "val_loss", "lr", "samples_per_s"} <= set(run.data.metrics)
 
 
 def test_trials_that_stream_through_ray_data_leave_it_a_cpu(scenario: Path,
