@@ -118,7 +118,7 @@ def search(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
 def _trial_runs(settings: Settings, parent_run_id: str, base: dict[str, Any]) -> Any:
     """A Tune callback that keeps each trial's nested MLflow run from the driver, with the
     results Tune already gathers there. A trial that imported MLflow and opened the store
-    itself spent ~3.5 s of its first epoch's ~5 s doing so (measured on 2 cores)."""
+    itself spent ~2.9 s doing so before its first epoch (measured on 2 cores)."""
     from ray.tune import Callback
 
     class TrialRuns(Callback):
