@@ -292,8 +292,10 @@ def category_variants(spellings: dict[str, pd.Series]) -> dict[str, int]:
     return out
 
 
-def transform_frame(transform: ColumnTransformer, frame: pd.DataFrame) -> np.ndarray:
+def transform_frame(transform: ColumnTransformer, frame: pd.DataFrame,
+                    dense: bool = True) -> Any:
+    """Features as float32; with ``dense=False`` TF-IDF's sparse output stays sparse (CSR)."""
     out = transform.transform(frame)
     if hasattr(out, "toarray"):
-        out = out.toarray()
+        return out.toarray().astype(np.float32) if dense else out.tocsr().astype(np.float32)
     return np.asarray(out, dtype=np.float32)

@@ -48,11 +48,15 @@ class Batches:
     Training shards are cut to equal length so every rank takes the same number of steps.
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
+    def __init__(self, x: Any, y: np.ndarray, batch_size: int, shuffle: bool,
                  seed: int = 0, rank: int = 0, world: int = 1,
                  device: torch.device | None = None) -> None:
-        # On a GPU the whole split moves once: per-batch copies would stall every step.
-        self.x, self.y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        # On a GPU a dense split moves once: per-batch copies would stall every step. A
+        # sparse one (scipy CSR: TF-IDF) stays on the host and is densified per batch.
+        self.sparse = hasattr(x, "indptr")
+        device = None if self.sparse else device
+        self.x: Any = x if self.sparse else torch.from_numpy(x).to(device)
+        self.y = torch.from_numpy(y).to(device)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world, self.epoch = rank, world, 0
 
@@ -80,22 +84,25 @@ class Batches:
         return len(range(self.rank, n, self.world))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        idx = self._indices().to(self.x.device)
+        idx = self._indices().to(self.y.device)
         for start in range(0, len(idx), self.batch_size):
             batch = idx[start : start + self.batch_size]
-            yield self.x[batch], self.y[batch]
+            if self.sparse:
+                yield torch.from_numpy(self.x[batch.numpy()].toarray()), self.y[batch]
+            else:
+                yield self.x[batch], self.y[batch]
 
 
-def make_loader(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
+def make_loader(x: Any, y: np.ndarray, batch_size: int, shuffle: bool,
                 seed: int = 0, rank: int = 0, world: int = 1,
                 device: torch.device | None = None) -> Batches:
     return Batches(x, y, batch_size, shuffle, seed, rank, world, device)
 
 
-def data_device(device: torch.device, *arrays: np.ndarray) -> torch.device | None:
+def data_device(device: torch.device, *arrays: Any) -> torch.device | None:
     """Where in-memory splits live for training on ``device``: on the GPU when they fit in a
     quarter of its free memory (a host copy per batch stalls each step), else on the host."""
-    if device.type != "cuda":
+    if device.type != "cuda" or not all(isinstance(a, np.ndarray) for a in arrays):
         return None
     free, _ = torch.cuda.mem_get_info(device)
     return device if sum(a.nbytes for a in arrays) < free // 4 else None

@@ -43,10 +43,39 @@ class TrainOutcome:
     metrics: dict[str, float]
 
 
-def save_features(path: Path, train: tuple[np.ndarray, np.ndarray],
-                  val: tuple[np.ndarray, np.ndarray]) -> None:
-    """Featurize once in the driver; every worker memory-maps the same file."""
-    np.savez(path, x_train=train[0], y_train=train[1], x_val=val[0], y_val=val[1])
+def save_features(path: Path, train: tuple[Any, np.ndarray], val: tuple[Any, np.ndarray]
+                  ) -> None:
+    """Featurize once in the driver; every worker loads the same file. Sparse features
+    (scipy CSR) are stored as their parts."""
+    arrays: dict[str, Any] = {}
+    for split, (x, y) in (("train", train), ("val", val)):
+        arrays[f"y_{split}"] = y
+        if hasattr(x, "indptr"):
+            arrays |= {f"x_{split}_{part}": getattr(x, part) for part in _CSR}
+            arrays[f"x_{split}_shape"] = np.asarray(x.shape)
+        else:
+            arrays[f"x_{split}"] = x
+    np.savez(path, **arrays)
+
+
+_CSR = ("data", "indices", "indptr")
+
+
+def load_saved_features(path: str | Path) -> dict[str, Any]:
+    """``save_features``' splits: ``x_train``, ``y_train``, ``x_val``, ``y_val``."""
+    out = {}
+    with np.load(path) as npz:
+        for split in ("train", "val"):
+            out[f"y_{split}"] = npz[f"y_{split}"]
+            if f"x_{split}" in npz:
+                out[f"x_{split}"] = npz[f"x_{split}"]
+            else:
+                from scipy import sparse  # only where features are sparse
+
+                out[f"x_{split}"] = sparse.csr_matrix(
+                    tuple(npz[f"x_{split}_{part}"] for part in _CSR),
+                    shape=tuple(npz[f"x_{split}_shape"]))
+    return out
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -115,8 +144,7 @@ def run_epochs(config: dict[str, Any], rank: int, world: int, device: torch.devi
         val_loader: Any = ShardBatches(shards["val"], featurize, 1024,
                                        config["ray_data"]["val_rows"], world)
     else:
-        with np.load(config["features_path"]) as npz:
-            data = {k: npz[k] for k in ("x_train", "y_train", "x_val", "y_val")}
+        data = load_saved_features(config["features_path"])
         where = data_device(device, *data.values())
         train_loader = make_loader(data["x_train"], data["y_train"], params.batch_size, True,
                                    params.seed, rank, world, where)

@@ -34,6 +34,7 @@ class _Artifact:
 def _bundle(out: Path, prepared: Path, epochs: int) -> Path:
     schema, ((xt, yt), (xv, yv)) = load_features(prepared / "transform", prepared / "train.pq",
                                                  prepared / "val.pq")
+    assert hasattr(xt, "indptr")  # the tickets' TF-IDF stays sparse (CSR) for training
     torch.manual_seed(0)
     spec = ModelSpec(n_features=xt.shape[1], n_classes=len(schema.classes), hidden=32, depth=1)
     model = build_mlp(spec)

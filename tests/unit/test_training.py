@@ -62,6 +62,29 @@ def test_splits_go_to_the_gpu_only_when_they_fit(monkeypatch: pytest.MonkeyPatch
     assert data_device(gpu, x) is None  # a quarter of the free memory is under 1 MB
 
 
+def test_sparse_features_train_as_their_dense_form(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """TF-IDF splits stay CSR in memory and on disk; each batch is densified alone."""
+    from scipy import sparse
+
+    from components.training.ray_train import load_saved_features, save_features
+
+    x, y = blobs(300, 0)
+    x[np.abs(x) < 1.0] = 0.0  # mostly zeros, as TF-IDF is
+    csr = sparse.csr_matrix(x)
+    save_features(tmp_path / "f.npz", (csr, y), (x[:50], y[:50]))
+    saved = load_saved_features(tmp_path / "f.npz")
+    assert sparse.issparse(saved["x_train"]) and isinstance(saved["x_val"], np.ndarray)
+    assert np.array_equal(saved["x_train"].toarray(), x)
+    for rank in (0, 1):
+        dense = make_loader(x, y, 32, True, seed=3, rank=rank, world=2)
+        thin = make_loader(saved["x_train"], saved["y_train"], 32, True, seed=3, rank=rank,
+                           world=2)
+        dense.set_epoch(1), thin.set_epoch(1)
+        pairs = list(zip(dense, thin, strict=True))
+        assert len(pairs) == len(dense) == len(thin)
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in pairs)
+
+
 def test_early_stopping_counts_epochs_without_improvement() -> None:
     stopper = EarlyStopping(patience=2)
     verdicts = [stopper.step(i, loss) for i, loss in enumerate([1.0, 0.8, 0.9, 0.85])]
