@@ -33,7 +33,7 @@ def test_training_streams_ray_data_shards(scenario: Path, tmp_path: Path) -> Non
                                          out / "q.pq", out / "transform", out / "report"))
     assert (out / "train.pq").is_dir()  # Ray Data wrote the split as a dataset of parts
     inputs = model_inputs(settings, out / "transform", out / "train.pq", out / "val.pq")
-    assert inputs.streamed and len(inputs.train[0]) == STREAM_PROBE_ROWS  # no driver arrays
+    assert inputs.streamed and inputs.train[0].shape[0] == STREAM_PROBE_ROWS  # no driver arrays
     parent = tracking.start_parent_run(settings, "ray-data-train")
     result = run_train(settings, parent, {}, out / "train.pq", out / "val.pq",
                        out / "transform", tmp_path / "model")
