@@ -142,7 +142,7 @@ def resolve_family(wanted: str, schema: FeatureSchema) -> Family:
 
 def load_features(
     transform_dir: Path, *splits: Path, family: Family | None = None, max_length: int = 128,
-) -> tuple[FeatureSchema, list[tuple[np.ndarray, np.ndarray]]]:
+) -> tuple[FeatureSchema, list[tuple[Any, np.ndarray]]]:
     """Featurize splits with the transform fitted in ``prepare_data`` (or tokenize them,
     for the text family); labels as class ids. TF-IDF features stay sparse: dense, a
     split takes rows x vocabulary x 4 bytes (8 GB for 1M rows of 2,000 terms)."""

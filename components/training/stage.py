@@ -49,12 +49,13 @@ def trial_config(settings: Settings, overrides: dict[str, Any], inputs: ModelInp
 
 @dataclass
 class ModelInputs:
-    """The featurized train and validation splits, and the model family they suit."""
+    """The featurized train and validation splits (features dense, or scipy CSR where
+    TF-IDF makes them sparse), and the model family they suit."""
 
     schema: FeatureSchema
     family: Family
-    train: tuple[np.ndarray, np.ndarray]
-    val: tuple[np.ndarray, np.ndarray]
+    train: tuple[Any, np.ndarray]
+    val: tuple[Any, np.ndarray]
 
     streamed: dict[str, Any] | None = None
     """With ``data.engine: ray``: the splits stay Parquet, streamed to the workers by
