@@ -104,6 +104,12 @@ class DataSettings(_Strict):
         return sources
 
 
+LR = 3e-3
+TEXT_LR = 5e-5
+"""Fine-tuning a pretrained transformer: at the MLP's 3e-3, AdamW wrecks its weights."""
+TEXT_HEAD_LR = 1e-3
+
+
 class TrainSettings(_Strict):
     model: Literal["auto", "tabular", "image", "text"] = Field(
         default="auto", description="auto: image for pixel grids, text for text-only data, "
@@ -117,7 +123,10 @@ class TrainSettings(_Strict):
     compile: bool = Field(default=False, description="torch.compile the model.")
     epochs: int = Field(default=30, ge=1)
     batch_size: int = Field(default=64, ge=1)
-    lr: float = Field(default=3e-3, gt=0)
+    lr: float | None = Field(
+        default=None, gt=0, description="None: by model family, 3e-3, or for the text family "
+        f"{TEXT_LR:g} (fine-tuning the encoder) and {TEXT_HEAD_LR:g} with freeze_encoder."
+    )
     hidden: int = Field(default=128, ge=1)
     depth: int = Field(default=2, ge=1)
     dropout: float = Field(default=0.1, ge=0, lt=1)
@@ -129,6 +138,14 @@ class TrainSettings(_Strict):
     max_failures: int = Field(default=1, ge=0)
     seed: int = 42
 
+    def learning_rate(self, family: str) -> float:
+        """The configured learning rate, or the model family's default."""
+        if self.lr is not None:
+            return self.lr
+        if family == "text":
+            return TEXT_HEAD_LR if self.freeze_encoder else TEXT_LR
+        return LR
+
 
 DEFAULT_SEARCH_SPACE: dict[str, dict[str, list[Any]]] = {
     "lr": {"loguniform": [5e-4, 2e-2]},
@@ -136,6 +153,16 @@ DEFAULT_SEARCH_SPACE: dict[str, dict[str, list[Any]]] = {
     "dropout": {"uniform": [0.0, 0.3]},
     "weight_decay": {"loguniform": [1e-6, 1e-3]},
 }
+
+
+TEXT_SEARCH_SPACE: dict[str, dict[str, list[Any]]] = {
+    "lr": {"loguniform": [1e-5, 2e-4]},
+    "dropout": {"uniform": [0.0, 0.3]},
+    "weight_decay": {"loguniform": [1e-6, 1e-2]},
+}
+"""The text family's: the encoder's fine-tuning rates, and no MLP width (it has none)."""
+TEXT_HEAD_SEARCH_SPACE: dict[str, dict[str, list[Any]]] = {
+    **TEXT_SEARCH_SPACE, "lr": {"loguniform": [1e-4, 1e-2]}}
 
 
 class TuneSettings(_Strict):
@@ -157,8 +184,15 @@ class TuneSettings(_Strict):
     search: Literal["optuna", "random"] = "optuna"
     search_space: dict[str, dict[str, list[Any]]] = Field(
         default_factory=lambda: dict(DEFAULT_SEARCH_SPACE),
-        description="Per key one of choice, uniform, loguniform, randint.",
+        description="Per key one of choice, uniform, loguniform, randint. Left out: by "
+        "model family (the text family searches fine-tuning rates and no width).",
     )
+
+    def space(self, family: str, freeze_encoder: bool) -> dict[str, dict[str, list[Any]]]:
+        """The configured search space, or the model family's default."""
+        if "search_space" in self.model_fields_set or family != "text":
+            return self.search_space
+        return dict(TEXT_HEAD_SEARCH_SPACE if freeze_encoder else TEXT_SEARCH_SPACE)
 
     @field_validator("search_space")
     @classmethod

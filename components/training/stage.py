@@ -34,7 +34,8 @@ def trial_config(settings: Settings, overrides: dict[str, Any], inputs: ModelInp
                  features_path: Path, epochs: int | None = None) -> dict[str, Any]:
     """The train-loop config for given hyperparameters; the one place defaults meet overrides."""
     train = settings.train
-    loop = LoopParams(epochs=epochs or train.epochs, batch_size=train.batch_size, lr=train.lr,
+    loop = LoopParams(epochs=epochs or train.epochs, batch_size=train.batch_size,
+                      lr=train.learning_rate(inputs.family.name),
                       weight_decay=train.weight_decay, l1=train.l1, schedule=train.schedule,
                       patience=train.patience, seed=train.seed, bf16=train.bf16,
                       compile=train.compile)

@@ -52,7 +52,7 @@ def run_tune(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
     best = grid.get_best_result(cfg.metric, mode)
     if best.metrics is None or best.config is None:
         raise RuntimeError(f"no trial reported {cfg.metric}")
-    return {"params": {k: best.config[k] for k in cfg.search_space},
+    return {"params": dict(best.config),
             cfg.metric: best.metrics[cfg.metric], "trials": len(grid)}
 
 
@@ -76,6 +76,7 @@ def search(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
         features = Path(tmp) / "features.npz"
         save_features(features, inputs.train, inputs.val)
         base = trial_config(settings, {}, inputs, features, epochs=cfg.max_epochs)
+        family = inputs.family.name
         del inputs  # trials read the file and get a plain config: a small, light closure
         scaling = scaling_for(1, settings.train.cpus_per_worker, settings.train.use_gpu)
         base |= {"threads": scaling.cpus_per_worker, "use_gpu": scaling.use_gpu}
@@ -88,7 +89,7 @@ def search(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
         tuner = tune.Tuner(
             tune.with_resources(trial, {"CPU": scaling.cpus_per_worker,
                                         "GPU": 1 if scaling.use_gpu else 0}),
-            param_space=search_space(cfg.search_space),
+            param_space=search_space(cfg.space(family, settings.train.freeze_encoder)),
             tune_config=tune.TuneConfig(
                 metric=cfg.metric, mode=mode, num_samples=cfg.num_samples,
                 # BasicVariantGenerator limits itself (Tune warns and ignores this for it).

@@ -20,6 +20,21 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
     assert s.tracking_uri.startswith("sqlite:///") and s.tracking_uri.endswith("mlflow.db")
 
 
+def test_text_models_get_fine_tuning_rates_unless_configured(tmp_path: Path) -> None:
+    base = "data:\n  sources: [{name: a, uri: a.csv}]\n  target: y\n"
+    s = load_settings(write(tmp_path, base))
+    assert s.train.learning_rate("tabular") == 3e-3
+    assert s.train.learning_rate("text") == 5e-5  # the MLP's 3e-3 would wreck the encoder
+    assert s.tune.space("tabular", False) == s.tune.search_space
+    text = s.tune.space("text", False)
+    assert "hidden" not in text and text["lr"]["loguniform"][1] <= 2e-4
+    assert s.tune.space("text", True)["lr"]["loguniform"][0] >= 1e-4  # the head alone
+    mine = load_settings(write(tmp_path, base + "train: {lr: 0.01}\ntune:\n  search_space:\n"
+                                              "    hidden: {choice: [8]}\n"))
+    assert mine.train.learning_rate("text") == 0.01
+    assert mine.tune.space("text", False) == {"hidden": {"choice": [8]}}
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("data:\n  sources: [{name: a, uri: a.csv}]\n  target: y\n  sorces: []\n",
      "data.sorces: unknown key"),
