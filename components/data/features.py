@@ -297,5 +297,6 @@ def transform_frame(transform: ColumnTransformer, frame: pd.DataFrame,
     """Features as float32; with ``dense=False`` TF-IDF's sparse output stays sparse (CSR)."""
     out = transform.transform(frame)
     if hasattr(out, "toarray"):
-        return out.toarray().astype(np.float32) if dense else out.tocsr().astype(np.float32)
+        out = out.toarray() if dense else out.tocsr()
+        return out.astype(np.float32, copy=False)
     return np.asarray(out, dtype=np.float32)

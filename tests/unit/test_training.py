@@ -79,6 +79,7 @@ def test_sparse_features_train_as_their_dense_form(tmp_path) -> None:  # type: i
         dense = make_loader(x, y, 32, True, seed=3, rank=rank, world=2)
         thin = make_loader(saved["x_train"], saved["y_train"], 32, True, seed=3, rank=rank,
                            world=2)
+        assert thin.sparse and sparse.issparse(thin.x)  # never densified whole
         dense.set_epoch(1), thin.set_epoch(1)
         pairs = list(zip(dense, thin, strict=True))
         assert len(pairs) == len(dense) == len(thin)
@@ -121,6 +122,23 @@ def test_classifier_reports_missing_columns() -> None:
         assert "missing input column(s): x" in str(exc)
     else:
         raise AssertionError("expected a ValueError")
+
+
+def test_scoring_in_chunks_matches_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sklearn.preprocessing import FunctionTransformer
+
+    from components.data.features import FeatureSchema
+    from components.training import model as model_module
+
+    schema = FeatureSchema(target="y", task="classification", classes=["a", "b", "c"],
+                           numeric=["x0", "x1"])
+    torch.manual_seed(0)
+    clf = model_module.Classifier(build_mlp(ModelSpec(2, 3)), FunctionTransformer(), schema)
+    rows = pd.DataFrame(np.random.default_rng(0).normal(size=(7, 2)), columns=["x0", "x1"])
+    whole = clf.predict_proba(rows)
+    monkeypatch.setattr(model_module, "SCORE_ROWS", 3)  # chunks of 3, 3 and 1
+    chunked = clf.predict_proba(rows)
+    assert chunked.shape == (7, 3) and np.allclose(chunked, whole, atol=1e-6)
 
 
 def test_calibration_error_and_curves(tmp_path) -> None:  # type: ignore[no-untyped-def]
