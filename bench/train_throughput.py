@@ -60,7 +60,8 @@ def ray_train(x: np.ndarray, y: np.ndarray, spec: ModelSpec, params: LoopParams,
     from components.common.compute import ray_session
     from components.training.ray_train import Scaling, make_trainer, save_features
 
-    with tempfile.TemporaryDirectory() as tmp, ray_session(RaySettings(num_cpus=threads)):
+    with tempfile.TemporaryDirectory() as tmp, \
+            ray_session(RaySettings(num_cpus=threads), train=True):
         features = Path(tmp) / "features.npz"
         save_features(features, (x, y), (x[:2048], y[:2048]))
         tracking_uri = f"sqlite:///{tmp}/mlflow.db"

@@ -100,7 +100,7 @@ def run_train(settings: Settings, mlflow_run_id: str, best_params: dict[str, Any
         save_features(features, inputs.train, inputs.val)
         config = trial_config(settings, best_params, inputs, features)
         config["mlflow"] = {"tracking_uri": settings.tracking_uri, "run_id": run_id}
-        with ray_session(settings.ray):
+        with ray_session(settings.ray, train=True):
             scaling = scaling_for(settings.train.workers, settings.train.cpus_per_worker,
                                   settings.train.use_gpu)
             outcome = run_training(config, scaling, settings.ray_storage,

@@ -32,7 +32,7 @@ def test_two_workers_match_one(tmp_path: Path) -> None:
               "features_path": str(features)}
     settings = Settings(workdir=tmp_path, ray={"num_cpus": 2},
                         data={"sources": [{"name": "a", "uri": "a.csv"}], "target": "y"})
-    with ray_session(settings.ray):
+    with ray_session(settings.ray, train=True):
         one = run_training(config, Scaling(workers=1), settings.ray_storage, "one")
         two = run_training(config, Scaling(workers=2), settings.ray_storage, "two")
     # Validation metrics are summed over both workers' shards, so they are comparable.

@@ -49,7 +49,7 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path: Path) -> None:
     killed: list[int] = []
     killer = threading.Thread(target=_kill_a_worker_after_a_checkpoint,
                               args=(Path(settings.ray_storage) / "resume", killed), daemon=True)
-    with ray_session(settings.ray):
+    with ray_session(settings.ray, train=True):
         killer.start()
         outcome = run_training(config, Scaling(workers=1), settings.ray_storage, "resume",
                                max_failures=1)
