@@ -87,7 +87,9 @@ def _search(root: Path, sources: list[dict[str, str]], target: str, scheduler: s
         # No early stopping inside a trial: the schedulers alone decide how long each runs.
         # The seed picks the configurations (and their order) and initializes the models.
         train={"patience": args.epochs, "seed": seed},
+        # The budget is trials, not time: no time limit cuts random search short.
         tune={"num_samples": args.trials, "max_concurrent": 2, "max_epochs": args.epochs,
+              "time_limit_s": 24 * 3600,
               "metric": "val_accuracy", "scheduler": scheduler, "search": algorithm,
               "search_space": {"lr": {"loguniform": [1e-5, 3e-2]},
                                "hidden": {"choice": [16, 64, 256]},

@@ -165,6 +165,10 @@ def run_epochs(config: dict[str, Any], rank: int, world: int, device: torch.devi
         start = resume["epoch"] + 1
     logger = MlflowLogger(config.get("mlflow"), rank)
     logger.params(run_params(config, world))
+    # Where and how the run trained, for a reader comparing runs in the MLflow UI; the
+    # tracking target stays out (its URI may carry a password).
+    logger.dicts({"config.json": {k: v for k, v in config.items() if k != "mlflow"},
+                  "system.json": system_info(device, world)})
     every = max(1, int(config.get("checkpoint_every", 1)))
     step = compiled(model, params)
     for epoch in range(start, params.epochs):
@@ -285,9 +289,40 @@ class MlflowLogger:
             self.client.log_batch(self.run_id, metrics=[
                 Metric(k, float(metrics[k]), now, step) for k in EPOCH_METRICS if k in metrics])
 
+    def dicts(self, files: dict[str, dict[str, Any]]) -> None:
+        """Each dict as a JSON artifact at the run's root."""
+        if self.client:
+            for name, content in files.items():
+                self.client.log_dict(self.run_id, content, name)
+
+    def artifacts(self, local_dir: str | Path, path: str) -> None:
+        if self.client:
+            self.client.log_artifacts(self.run_id, str(local_dir), path)
+
     def close(self, status: str = "FINISHED") -> None:
         if self.client:
             self.client.set_terminated(self.run_id, status)
+
+
+def system_info(device: torch.device, world: int) -> dict[str, Any]:
+    """The rank-0 worker's machine and library versions."""
+    import os
+    import platform
+    import socket
+    import sys
+
+    info: dict[str, Any] = {
+        "hostname": socket.gethostname(), "platform": platform.platform(),
+        "python": platform.python_version(), "torch": torch.__version__,
+        "numpy": np.__version__, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "device": str(device), "world_size": world,
+    }
+    if "ray" in sys.modules:
+        info["ray"] = sys.modules["ray"].__version__
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
 
 
 def run_params(config: dict[str, Any], world: int) -> dict[str, Any]:
@@ -327,7 +362,8 @@ def make_trainer(config: dict[str, Any], scaling: Scaling, storage: str, name: s
 
 def run_training(config: dict[str, Any], scaling: Scaling, storage: str, name: str,
                  max_failures: int = 0) -> TrainOutcome:
-    """Fit under Ray Train and return the best (lowest validation loss) weights."""
+    """Fit under Ray Train and return the best (lowest validation loss) weights; the
+    best checkpoint also goes to the run's MLflow artifacts when the config names a run."""
     trainer = make_trainer(config, scaling, storage, name, max_failures,
                            datasets=ray_datasets(config))
     result = trainer.fit()
@@ -338,6 +374,7 @@ def run_training(config: dict[str, Any], scaling: Scaling, storage: str, name: s
         raise RuntimeError("training finished without a checkpoint")
     with best.as_directory() as ckpt_dir:
         state = torch.load(Path(ckpt_dir) / "state.pt", map_location="cpu", weights_only=False)
+        MlflowLogger(config.get("mlflow"), 0).artifacts(ckpt_dir, "best_checkpoint")
     return TrainOutcome(state_dict=state["model"], metrics=dict(result.metrics or {}))
 
 

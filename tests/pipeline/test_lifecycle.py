@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+import torch
 
 from components.common.settings import Settings
 from components.serving.deploy import read_endpoint, stop_endpoint
@@ -72,6 +73,16 @@ def test_lifecycle_end_to_end(scenario: Path, tmp_path: Path) -> None:
         assert {"lr", "hidden", "dropout", "weight_decay", "workers"} <= set(train_run.data.params)
         history = client.get_metric_history(train_run.info.run_id, "val_loss")
         assert len(history) >= 2 and [m.step for m in history] == sorted(m.step for m in history)
+        train_files = mlflow.artifacts.download_artifacts(
+            run_id=train_run.info.run_id, dst_path=str(tmp_path / "train-run"),
+            tracking_uri=settings.tracking_uri)
+        config = json.loads((Path(train_files) / "config.json").read_text())
+        assert config["loop"]["lr"] == float(train_run.data.params["lr"])
+        system = json.loads((Path(train_files) / "system.json").read_text())
+        assert system["torch"] == torch.__version__
+        assert system["world_size"] == int(train_run.data.params["workers"])
+        best = torch.load(Path(train_files) / "best_checkpoint" / "state.pt", weights_only=False)
+        assert best["epoch"] < len(history) and "model" in best
         logged = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
         assert {"evaluation/confusion_matrix.png", "evaluation/curves.png",
                 "evaluation/metrics.json"} <= logged
