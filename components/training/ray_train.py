@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
+import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -306,11 +310,6 @@ class MlflowLogger:
 
 def system_info(device: torch.device, world: int) -> dict[str, Any]:
     """The rank-0 worker's machine and library versions."""
-    import os
-    import platform
-    import socket
-    import sys
-
     info: dict[str, Any] = {
         "hostname": socket.gethostname(), "platform": platform.platform(),
         "python": platform.python_version(), "torch": torch.__version__,
