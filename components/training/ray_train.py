@@ -169,10 +169,10 @@ def run_epochs(config: dict[str, Any], rank: int, world: int, device: torch.devi
         start = resume["epoch"] + 1
     logger = MlflowLogger(config.get("mlflow"), rank)
     logger.params(run_params(config, world))
-    # Where and how the run trained, for a reader comparing runs in the MLflow UI; the
-    # tracking target stays out (its URI may carry a password).
-    logger.dicts({"config.json": {k: v for k, v in config.items() if k != "mlflow"},
-                  "system.json": system_info(device, world)})
+    if logger.client:  # where and how the run trained, for a reader comparing runs; the
+        # tracking target stays out of the config (its URI may carry a password)
+        logger.dicts({"config.json": {k: v for k, v in config.items() if k != "mlflow"},
+                      "system.json": system_info(device, world)})
     every = max(1, int(config.get("checkpoint_every", 1)))
     step = compiled(model, params)
     for epoch in range(start, params.epochs):
