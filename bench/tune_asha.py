@@ -14,6 +14,11 @@ which measures noise rather than the scheduler. ``--asha-search optuna`` runs AS
 mlcycle's default search (Optuna) instead, against the same random search.
 
     python bench/tune_asha.py --rows 30000 --trials 32 --epochs 20 --seeds 1,2,3
+    python bench/tune_asha.py --trials 128 --seeds 1,2,3,4,5   # the README's figure, ~50 min
+
+ASHA's saving grows with the budget: what it cannot cut (start-up, the first trials it
+runs out, the best trial's own run) stays fixed while random search's time to a late
+best grows (README: 0.56x at 32 trials, 0.50-0.53x at 64, 0.43x at 128).
 """
 
 from __future__ import annotations
