@@ -169,10 +169,7 @@ def run_epochs(config: dict[str, Any], rank: int, world: int, device: torch.devi
         start = resume["epoch"] + 1
     logger = MlflowLogger(config.get("mlflow"), rank)
     logger.params(run_params(config, world))
-    if logger.client:  # where and how the run trained, for a reader comparing runs; the
-        # tracking target stays out of the config (its URI may carry a password)
-        logger.dicts({"config.json": {k: v for k, v in config.items() if k != "mlflow"},
-                      "system.json": system_info(device, world)})
+    logger.describe(config, device, world)
     every = max(1, int(config.get("checkpoint_every", 1)))
     step = compiled(model, params)
     for epoch in range(start, params.epochs):
@@ -293,11 +290,13 @@ class MlflowLogger:
             self.client.log_batch(self.run_id, metrics=[
                 Metric(k, float(metrics[k]), now, step) for k in EPOCH_METRICS if k in metrics])
 
-    def dicts(self, files: dict[str, dict[str, Any]]) -> None:
-        """Each dict as a JSON artifact at the run's root."""
+    def describe(self, config: dict[str, Any], device: torch.device, world: int) -> None:
+        """``config.json`` and ``system.json``: where and how the run trained, for a reader
+        comparing runs. The tracking target stays out (its URI may carry a password)."""
         if self.client:
-            for name, content in files.items():
-                self.client.log_dict(self.run_id, content, name)
+            self.client.log_dict(self.run_id, {k: v for k, v in config.items()
+                                               if k != "mlflow"}, "config.json")
+            self.client.log_dict(self.run_id, system_info(device, world), "system.json")
 
     def artifacts(self, local_dir: str | Path, path: str) -> None:
         if self.client:

@@ -82,7 +82,8 @@ def test_lifecycle_end_to_end(scenario: Path, tmp_path: Path) -> None:
         assert system["torch"] == torch.__version__
         assert system["world_size"] == int(train_run.data.params["workers"])
         best = torch.load(Path(train_files) / "best_checkpoint" / "state.pt", weights_only=False)
-        assert best["epoch"] < len(history) and "model" in best
+        val_loss = {m.step: m.value for m in history}  # the best by validation loss, not the last
+        assert val_loss[best["epoch"]] <= min(val_loss.values()) + 1e-6 and "model" in best
         logged = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
         assert {"evaluation/confusion_matrix.png", "evaluation/curves.png",
                 "evaluation/metrics.json"} <= logged
