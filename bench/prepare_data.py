@@ -7,12 +7,19 @@ started (Ray's), sampled every 0.2 s; PSS splits shared pages, such as Ray's obj
 store, among the processes that map them, so the sum counts each page once.
 
     python bench/prepare_data.py --rows 1000000 --repeat 3
+    python bench/prepare_data.py --rows 1000000,3000000,10000000 --repeat 1
+
+With several sizes it also measures how peak memory grows with the rows: the scenario
+is generated once at the smallest size and tiled for the larger ones (each copy's tickets
+get their own ids and text, so no copy is a duplicate of another), and the curve goes to
+``docs/img/prepare_data_memory.png`` and the figures to ``bench/results/``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -23,7 +30,9 @@ from pathlib import Path
 
 from components.common.settings import DataSettings
 from components.data.generate import generate
-from components.data.prepare import PreparedPaths, prepare, read_sources
+from components.data.prepare import prepare
+from components.data.prepared import PreparedPaths
+from components.data.steps import read_sources
 
 
 def _settings(root: Path) -> DataSettings:
@@ -127,9 +136,105 @@ def _run_phases(names: list[str], root: Path, repeat: int) -> dict[str, dict[str
                 "peak_bytes": max(r["peak_bytes"] for r in rs)} for n, rs in runs.items()}
 
 
+def _tiled(base: Path, copies: int, out: Path) -> Path:
+    """The scenario ``copies`` times over: tickets tiled with ids and text made distinct
+    per copy, their malformed lines too; accounts and telemetry shared (the same
+    customers)."""
+    import re
+    import shutil
+
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("accounts.db", "telemetry.parquet"):
+        shutil.copy2(base / name, out / name)
+    raw = (base / "tickets.csv").read_bytes()
+    bad = b"".join(line for line in raw.splitlines(keepends=True) if line.startswith(b"TBAD"))
+    # As text, bytes and all: the latin-1 bytes planted as broken encoding survive.
+    tickets = pd.read_csv(base / "tickets.csv", dtype=str, keep_default_na=False,
+                          on_bad_lines="skip", encoding="utf-8",
+                          encoding_errors="surrogateescape")
+    with (out / "tickets.csv").open("wb") as fh:
+        for k in range(copies):
+            copy = tickets.assign(ticket_id=tickets["ticket_id"] + f"-{k}",
+                                  body=tickets["body"] + f" (batch {k})")
+            text = copy.to_csv(index=False, header=k == 0)
+            fh.write(text.encode("utf-8", errors="surrogateescape"))
+            fh.write(re.sub(rb"^TBAD", f"TBAD{k}-".encode(), bad, flags=re.M))
+    return out
+
+
+def _scaling(sizes: list[int], repeat: int) -> None:
+    """Peak memory (and time) of both engines as the rows grow, with their floors."""
+    import datetime
+    import platform
+    import subprocess as sp
+
+    results: dict[int, dict[str, dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "base"
+        generate(base, rows=sizes[0], seed=1)
+        for rows in sizes:
+            if rows % sizes[0]:
+                raise SystemExit(f"--rows: {rows} is not a multiple of {sizes[0]}")
+            root = base if rows == sizes[0] else _tiled(base, rows // sizes[0],
+                                                         Path(tmp) / str(rows))
+            results[rows] = _run_phases(["floor", "pandas", "ray"], root, repeat)
+            print(json.dumps({rows: results[rows]}), flush=True)
+            if root != base:
+                import shutil
+
+                shutil.rmtree(root)
+    first, last = results[sizes[0]], results[sizes[-1]]
+    growth = {e: last[e]["peak_bytes"] / first[e]["peak_bytes"] for e in ("pandas", "ray")}
+    print(f"rows x{sizes[-1] / sizes[0]:.0f}: peak memory grows x{growth['pandas']:.1f} "
+          f"(pandas), x{growth['ray']:.1f} (ray; target <= 2x)")
+    commit = sp.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    today = datetime.date.today().isoformat()
+    record = {"bench": "prepare_data.py", "date": today, "commit": commit,
+              "machine": f"{os.cpu_count()} cores, {platform.machine()}, CPU",
+              "command": "python bench/prepare_data.py --rows "
+                         + ",".join(map(str, sizes)) + f" --repeat {repeat}",
+              "results": {str(r): v for r, v in results.items()},
+              "peak_growth": growth, "target": "ray engine's peak grows at most 2x from "
+              "the smallest to the largest size"}
+    out = Path(__file__).resolve().parents[1]
+    (out / "bench" / "results" / f"{today}-prepare_data-scaling.json").write_text(
+        json.dumps(record, indent=2) + "\n")
+    _plot(results, out / "docs" / "img" / "prepare_data_memory.png")
+
+
+def _plot(results: dict[int, dict[str, dict[str, float]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(results)
+    fig, (mem, secs) = plt.subplots(1, 2, figsize=(11, 4))
+    for phase, label in (("pandas", "pandas engine"), ("ray", "Ray engine"),
+                         ("floor", "floor (read + write)")):
+        mem.plot([r / 1e6 for r in rows], [results[r][phase]["peak_bytes"] / 2**30 for r in rows],
+                 "o-", label=label)
+        secs.plot([r / 1e6 for r in rows], [results[r][phase]["seconds"] for r in rows], "o-",
+                  label=label)
+    mem.plot([r / 1e6 for r in rows], [results[r]["floor"]["data_bytes"] / 2**30 for r in rows],
+             "k:", label="the data in memory (pandas)")
+    mem.set(title="prepare_data: peak memory", xlabel="rows (millions)", ylabel="GiB")
+    secs.set(title="prepare_data: time", xlabel="rows (millions)", ylabel="seconds")
+    for ax in (mem, secs):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rows", default="1000000",
+                        help="rows, or comma-separated sizes for the memory curve")
     parser.add_argument("--phase", choices=["floor", "ray-floor", "pandas", "ray"])
     parser.add_argument("--engines", default="pandas,ray", help="comma-separated")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each phase")
@@ -139,6 +244,11 @@ def main() -> None:
     if args.phase:
         print(json.dumps(_phase(args.phase, args.data, args.out)))
         return
+    sizes = [int(r) for r in str(args.rows).split(",")]
+    if len(sizes) > 1:
+        _scaling(sorted(sizes), args.repeat)
+        return
+    args.rows = sizes[0]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "data"
         started = time.perf_counter()

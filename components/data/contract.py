@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 import pandera.pandas as pa
-from pandera.errors import SchemaErrors
+import yaml
+from pandera.errors import SchemaDefinitionError, SchemaErrors
 
 from components.common.errors import UserError
 from components.data.features import FeatureSchema
@@ -32,7 +33,7 @@ def load_contract(path: Path) -> pa.DataFrameSchema:
         if path.suffix == ".json":
             return pa.DataFrameSchema.from_json(text)
         return pa.DataFrameSchema.from_yaml(text)
-    except Exception as exc:
+    except (ValueError, KeyError, TypeError, yaml.YAMLError, SchemaDefinitionError) as exc:
         first = str(exc).strip().splitlines()
         raise UserError(f"data.contract: {path} is not a pandera schema: "
                         f"{first[0] if first else type(exc).__name__}") from exc

@@ -93,9 +93,23 @@ def _luhn_card(rng: np.random.Generator) -> str:
     return " ".join(text[i : i + 4] for i in range(0, 16, 4))
 
 
+CONTRACT = """\
+# The scenario's declared rules: a response time is never negative. Rows that break
+# them are quarantined with the rule they broke (data.contract).
+schema_type: dataframe
+columns:
+  first_response_min:
+    dtype: float64
+    nullable: true
+    checks:
+      greater_than_or_equal_to: 0
+"""
+
+
 def generate(out: str | Path, rows: int = 4000, seed: int = 7,
              drift: str | None = None) -> Manifest:
-    """Write tickets.csv, accounts.db (table ``accounts``), telemetry.parquet, manifest.json.
+    """Write tickets.csv, accounts.db (table ``accounts``), telemetry.parquet, contract.yaml
+    and manifest.json.
 
     ``drift`` names a scenario from ``DRIFT_SCENARIOS``: the sources then hold a later
     batch to monitor against a model trained on the undrifted data.
@@ -291,3 +305,4 @@ def _write(out: Path, tickets: pd.DataFrame, accounts: pd.DataFrame,
     with sqlite3.connect(db_path) as conn:
         accounts.to_sql("accounts", conn, index=False)
     telemetry.to_parquet(out / "telemetry.parquet", index=False)
+    (out / "contract.yaml").write_text(CONTRACT)

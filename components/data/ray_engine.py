@@ -26,7 +26,6 @@ import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,38 +39,7 @@ from ray.data.block import BlockMetadata
 
 from components.common.errors import UserError
 from components.common.settings import DataSettings, RaySettings, Source
-from components.data.prepare import (
-    EXACT,
-    NEAR,
-    REASON_COL,
-    SOURCE_COL,
-    SPLIT,
-    Join,
-    PreparedPaths,
-    RowPlan,
-    add_keys,
-    build_report,
-    check_impossible,
-    check_target,
-    check_task,
-    check_values,
-    decide,
-    finish_rows,
-    fit_sample,
-    fit_transform,
-    impossible_columns,
-    in_sorted,
-    join_rows,
-    malformed_rows,
-    missing_counts,
-    negative_counts,
-    plan_integration,
-    plan_rows,
-    quarantine_columns,
-    quarantine_counts,
-    save_transform,
-    source_report,
-)
+from components.data.prepared import PreparedPaths
 from components.data.privacy import (
     PLAN_ROWS,
     Scrubber,
@@ -80,6 +48,39 @@ from components.data.privacy import (
     scrub_frame,
 )
 from components.data.sources import SourceTable, read_source, source_format
+from components.data.steps import (
+    EXACT,
+    NEAR,
+    REASON_COL,
+    SOURCE_COL,
+    SPLIT,
+    Join,
+    RowPlan,
+    add_keys,
+    blank_markers,
+    check_target,
+    check_task,
+    check_values,
+    decide,
+    finish_rows,
+    fit_sample,
+    fit_transform,
+    in_sorted,
+    join_rows,
+    malformed_rows,
+    missing_counts,
+    negative_counts,
+    plan_integration,
+    plan_rows,
+    rare_negatives,
+    source_report,
+)
+from components.data.writers import (
+    build_report,
+    quarantine_columns,
+    quarantine_counts,
+    save_transform,
+)
 
 BATCH_ROWS = 50_000
 """Rows per batch: big enough for vectorized pandas, small enough to bound memory."""
@@ -88,14 +89,16 @@ BATCH_ROWS = 50_000
 DESCRIBED = ["kind", "column", "value", "n"]
 
 
-def prepare_ray(settings: DataSettings, paths: PreparedPaths) -> dict[str, Any]:
+def prepare_ray(settings: DataSettings, paths: PreparedPaths, where: RaySettings
+                ) -> dict[str, Any]:
+    """Prepare on the Ray that is up (a caller's), else on one started from ``where``."""
     import ray
 
     if ray.is_initialized():
         return _prepare(settings, paths)
     from components.common.compute import ray_session
 
-    with ray_session(RaySettings()):
+    with ray_session(where):
         return _prepare(settings, paths)
 
 
@@ -383,9 +386,11 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
         if kept[name] and len(rows):  # the source's own statistics, counted at the end
             _write_part(_arrow(rows[kept[name]]), work / "source" / _safe(name) / f"{digest}.arrow")
         rows, orphans = join_rows(rows, _got(joins))
+        rows, markers = blank_markers(rows, plan.markers)
         rows, out = check_values(rows, plan, label)
         _side(work, batch, out, {"step": "check", "source": name, "rows": len(batch),
                                  "pii": scrubber.counts, "orphans": orphans,
+                                 "markers": markers,
                                  "negatives": negative_counts(rows, target)}, digest)
         if len(rows):  # a row's keys don't change when others are dropped
             _write_part(_arrow(add_keys(rows, plan)),
@@ -407,18 +412,11 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
             total = counts.setdefault(col, [0, 0])
             total[0] += neg
             total[1] += n
-    plan = replace(plan, negative=impossible_columns(counts))
 
     columns = [c for c in _read_part(done[0]).schema.names if c not in (EXACT, NEAR)]
-    # The impossible-value check needs counts over every row, so it runs in the last pass;
-    # the decisions leave its rows out already, from the few columns it reads.
-    keys = pa.concat_tables(
-        [_read_part(f, [EXACT, NEAR, target, *plan.negative]) for f in done],
-        promote_options="permissive").to_pandas()
-    impossible = np.zeros(len(keys), dtype=bool)
-    for col in plan.negative:
-        impossible |= (keys[col] < 0).to_numpy()
-    dec = decide(keys.loc[~impossible, [EXACT, NEAR, target]], settings, columns)
+    keys = pa.concat_tables([_read_part(f, [EXACT, NEAR, target]) for f in done],
+                            promote_options="permissive").to_pandas()
+    dec = decide(keys, settings, columns, plan.dedupe)
     del keys
     repeated = ray.put(dec.repeated)
 
@@ -441,13 +439,11 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
 
     def finished(batch: pd.DataFrame, repeated: Any, copies: bool) -> pd.DataFrame:
         batch = batch[in_sorted(batch[EXACT].to_numpy(), _got(repeated)) == copies]
-        rows, out = check_impossible(batch, plan, label)
-        rows, more = finish_rows(rows, dec, settings, label)
+        rows, out = finish_rows(batch, dec, settings, label)
         # Rows that are not repeated have distinct keys, so a batch's keys name it; the
         # copies come as one batch of their own.
         digest = hashlib.sha256(batch[EXACT].to_numpy().tobytes()).hexdigest()[:20]
-        _side(work, batch, [*out, *more], {"step": "finish", "missing": missing_counts(rows)},
-              digest)
+        _side(work, batch, out, {"step": "finish", "missing": missing_counts(rows)}, digest)
         if len(rows):
             name = f"part-{digest}.parquet"
             for part in ("train", "val", "test"):
@@ -493,9 +489,11 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
     pii = Counter(pii_counts)
     orphans: Counter[str] = Counter()
     rows: Counter[str] = Counter()
+    markers: Counter[str] = Counter()
     for s in checks:
         pii.update(s["pii"])
         orphans.update(s["orphans"])
+        markers.update(s["markers"])
         rows[s["source"]] += s["rows"]
     missing: Counter[str] = Counter()
     for s in _stats(work, "finish"):
@@ -511,7 +509,8 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
         [{"source": j.name, "on": j.on, "orphan_rows": orphans[j.name]} for j in joins],
         ordered, modeled_input=sum(sources[n]["rows"] + sources[n]["malformed"]
                                    for n in appended),
-        appended=appended, missing=dict(missing), outliers=outliers, variants=variants)
+        appended=appended, missing=dict(missing), outliers=outliers, variants=variants,
+        markers=dict(markers), negatives=rare_negatives(counts), plan=plan)
 
 
 def _described_columns(head: pd.DataFrame, settings: DataSettings) -> list[str]:

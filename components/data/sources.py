@@ -12,12 +12,17 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import pandas as pd
+import pyarrow as pa
 
 from components.common.errors import UserError
 from components.common.settings import Source
+
+if TYPE_CHECKING:
+    from sqlalchemy import FromClause, Select
 
 _BAD_LINE = re.compile(r"Skipping line (\d+)")
 _SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql", "oracle", "duckdb")
@@ -60,11 +65,27 @@ def _open_bytes(source: Source) -> bytes:
             data: bytes = fh.read()
     except FileNotFoundError as exc:
         raise UserError(f"source {source.name!r}: not found: {uri}") from exc
-    except Exception as exc:  # network, auth, missing fsspec backend
+    except _store_errors() as exc:  # unreachable, denied, no backend for the scheme
         raise UserError(f"source {source.name!r}: cannot read {uri}: {_one_line(exc)}") from exc
     if not data.strip():
         raise UserError(f"source {source.name!r}: {uri} is empty")
     return data
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """What reading a URI raises for a cause the user can fix: missing, denied,
+    unreachable, or a scheme whose fsspec backend is not installed."""
+    import importlib
+
+    errors: list[type[BaseException]] = [OSError, ValueError, ImportError]
+    for module, names in (("aiohttp", ("ClientError",)),
+                          ("botocore.exceptions", ("BotoCoreError", "ClientError"))):
+        try:
+            found = importlib.import_module(module)
+        except ImportError:
+            continue
+        errors += [getattr(found, name) for name in names]
+    return tuple(errors)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -122,6 +143,8 @@ def _read_csv(source: Source, nrows: int | None) -> SourceTable:
         sep = "\t" if source.uri.lower().split("?")[0].endswith((".tsv", ".tsv.gz")) else ","
     # The C parser is ~10x faster than the python one, which alone takes a callable for
     # bad lines; the C parser's warnings name them, and the raw lines are kept from those.
+    # pyarrow.csv (with invalid_row_handler) was measured and not adopted: it gives other
+    # results and was not faster here; see docs/decisions/101-csv-reader.md.
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
@@ -168,12 +191,15 @@ def _read_sql(source: Source, nrows: int | None) -> SourceTable:
             raise UserError(f"source {source.name!r}: SQLite database not found: {db_path}")
     try:
         engine = sa.create_engine(uri)
-    except Exception as exc:  # malformed URL or a driver that is not installed
+    except (sa.exc.ArgumentError, ImportError) as exc:  # a malformed URL, a missing driver
         raise UserError(f"source {source.name!r}: SQL read failed: {_one_line(exc)}") from exc
     try:
         with engine.connect() as conn:
-            query = source.query
-            if query is None:
+            # The table's columns stay untyped (sa.table, not reflection): values come back
+            # as the driver gives them, not converted by reflected types (SQLite's DATETIME
+            # text would become datetimes). A user's query runs as written unless limited.
+            stmt: sa.Executable
+            if source.query is None:
                 table = source.table
                 if table is None:
                     tables = sa.inspect(conn).get_table_names()
@@ -182,17 +208,25 @@ def _read_sql(source: Source, nrows: int | None) -> SourceTable:
                             f"source {source.name!r}: database has tables {tables}; set table:"
                         )
                     table = tables[0]
-                query = f'SELECT * FROM "{table}"'
-            if nrows is not None:
-                query = f"SELECT * FROM ({query}) AS q LIMIT {int(nrows)}"
-            frame = pd.read_sql_query(sa.text(query), conn)
-    except UserError:
-        raise
-    except Exception as exc:
+                stmt = _select_all(sa.table(table), nrows)  # quoted as the dialect needs
+            elif nrows is None:
+                stmt = sa.text(source.query)
+            else:
+                stmt = _select_all(sa.text(source.query).columns().subquery("q"), nrows)
+            frame = pd.read_sql_query(stmt, conn)
+    except sa.exc.SQLAlchemyError as exc:  # unreachable, denied, no such table or column
         raise UserError(f"source {source.name!r}: SQL read failed: {_one_line(exc)}") from exc
     finally:
         engine.dispose()
     return SourceTable(source.name, frame)
+
+
+def _select_all(origin: FromClause, nrows: int | None) -> Select[Any]:
+    import sqlalchemy as sa
+
+    stmt: Select[Any] = sa.select(sa.literal_column("*")).select_from(origin)
+    # LIMIT, TOP or FETCH FIRST, as the dialect spells it
+    return stmt if nrows is None else stmt.limit(int(nrows))
 
 
 def read_source(source: Source, nrows: int | None = None) -> SourceTable:
@@ -209,7 +243,7 @@ def read_source(source: Source, nrows: int | None = None) -> SourceTable:
                 frame = pd.read_parquet(io.BytesIO(data))
             else:
                 frame = pd.read_json(io.StringIO(_decode(source, data)), lines=True)
-        except Exception as exc:
+        except (ValueError, OSError, pa.ArrowException) as exc:  # not what it says it is
             raise UserError(
                 f"source {source.name!r}: not readable as {fmt}: {_one_line(exc)}"
             ) from exc

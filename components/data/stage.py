@@ -6,19 +6,15 @@ from pathlib import Path
 from typing import Any
 
 from components.common import tracking
-from components.common.compute import ray_session
 from components.common.settings import Settings
-from components.data.prepare import PreparedPaths, prepare
+from components.data.prepare import prepare
+from components.data.prepared import PreparedPaths
 
 
 def run_prepare(settings: Settings, pipeline_run: str, train: Path, val: Path, test: Path,
                 transform_dir: Path, quarantine: Path, report_dir: Path) -> dict[str, Any]:
     paths = PreparedPaths(train, val, test, quarantine, transform_dir, report_dir)
-    if settings.data.engine == "ray":
-        with ray_session(settings.ray):
-            report = prepare(settings.data, paths)
-    else:
-        report = prepare(settings.data, paths)
+    report = prepare(settings.data, paths, settings.ray)
     import mlflow
 
     run_id = tracking.start_parent_run(settings, pipeline_run)

@@ -112,19 +112,14 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
 
     size = max(4.0, 0.6 * len(classes) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("actual")
-    limit = matrix.max() / 2 if matrix.size else 0
-    for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(value), ha="center", va="center",
-                color="white" if value > limit else "black")
-    ax.set_title("Confusion matrix (test split)")
+    ConfusionMatrixDisplay(matrix, display_labels=classes).plot(
+        ax=ax, cmap="Blues", colorbar=False, values_format="d", xticks_rotation=45)
+    plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
+    ax.set(xlabel="predicted", ylabel="actual", title="Confusion matrix (test split)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -136,38 +131,32 @@ def plot_curves(y_true: np.ndarray, proba: np.ndarray, classes: list[str], path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
 
     fig, (roc_ax, pr_ax, cal_ax) = plt.subplots(1, 3, figsize=(15, 4.5))
     shown = classes if len(classes) > 2 else classes[1:]
-    for name in shown[:12]:  # beyond a dozen lines the plot helps nobody
-        k = classes.index(name)
-        positive = y_true == k
-        if positive.all() or not positive.any():
-            continue
-        fpr, tpr, _ = skm.roc_curve(positive, proba[:, k])
-        roc_ax.plot(fpr, tpr, label=f"{name} (AUC {skm.auc(fpr, tpr):.2f})")
-        precision, recall, _ = skm.precision_recall_curve(positive, proba[:, k])
-        pr_ax.plot(recall, precision, label=name)
-    roc_ax.plot([0, 1], [0, 1], "k:", linewidth=1)
+    drawn = [k for k in map(classes.index, shown[:12])  # beyond a dozen lines nobody reads
+             if (y_true == k).any() and not (y_true == k).all()]  # a curve needs both
+    for k in drawn:
+        RocCurveDisplay.from_predictions(y_true == k, proba[:, k], name=classes[k], ax=roc_ax,
+                                         plot_chance_level=k == drawn[-1])  # last in legend
+        PrecisionRecallDisplay.from_predictions(y_true == k, proba[:, k], name=classes[k],
+                                                ax=pr_ax)
     roc_ax.set(title="ROC (one vs rest)", xlabel="false positive rate",
                ylabel="true positive rate")
     pr_ax.set(title="Precision-recall", xlabel="recall", ylabel="precision")
-    confidence = proba.max(axis=1)
-    correct = proba.argmax(axis=1) == y_true
-    edges = np.linspace(0, 1, 11)
-    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, 9)
-    centers, accuracy = [], []
-    for b in range(10):
-        mask = which == b
-        if mask.any():
-            centers.append(confidence[mask].mean())
-            accuracy.append(correct[mask].mean())
+    # Top-label reliability: is the model right as often as its confidence says?
+    correct = (proba.argmax(axis=1) == y_true).astype(int)
+    confidence = np.clip(proba.max(axis=1), 0.0, 1.0)
+    accuracy, centers = calibration_curve(correct, confidence, n_bins=10, pos_label=1)
     cal_ax.plot([0, 1], [0, 1], "k:", linewidth=1)
     cal_ax.plot(centers, accuracy, "o-")
     cal_ax.set(title=f"Reliability (ECE {expected_calibration_error(y_true, proba):.3f})",
-               xlabel="confidence", ylabel="accuracy")
-    for ax in (roc_ax, pr_ax):
-        ax.legend(fontsize=8)
+               xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02))
+    if drawn:
+        roc_ax.legend(fontsize=8)
+        pr_ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

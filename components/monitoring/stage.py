@@ -11,8 +11,8 @@ import pandas as pd
 from components.common import tracking
 from components.common.settings import Settings
 from components.data.features import FeatureSchema
-from components.data.prepare import integrate, read_sources
 from components.data.privacy import scrub_sources
+from components.data.steps import integrate, read_sources
 from components.monitoring.drift import compute_drift
 
 

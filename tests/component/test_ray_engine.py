@@ -14,7 +14,8 @@ import pytest
 from components.common.settings import DataSettings
 from components.data import ray_engine
 from components.data.features import transform_frame
-from components.data.prepare import PreparedPaths, prepare
+from components.data.prepare import prepare
+from components.data.prepared import PreparedPaths
 from tests.conftest import assert_no_pii, scenario_sources
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from components.common import tracking
 from components.common.settings import Settings
-from components.data.prepare import PreparedPaths, prepare
+from components.data.prepare import prepare
+from components.data.prepared import PreparedPaths
 from components.evaluation.evaluate import evaluate_bundle
 from components.training.model import load_bundle
 from components.training.stage import run_train

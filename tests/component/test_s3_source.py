@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from components.common.settings import DataSettings
-from components.data.prepare import PreparedPaths, prepare
+from components.data.prepare import prepare
+from components.data.prepared import PreparedPaths
 from tests.conftest import free_port, scenario_sources
 
 

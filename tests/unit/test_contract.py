@@ -1,24 +1,21 @@
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
-from components.common.settings import DataSettings
 from components.data.contract import CONTRACT_FILE, check_request, contract_from_json
 from components.data.features import FeatureSchema
-from components.data.prepare import PreparedPaths, prepare
-from tests.conftest import scenario_sources
 
 
-def test_the_frozen_contract_names_the_bad_field(scenario: Path, tmp_path: Path) -> None:
-    out = PreparedPaths(tmp_path / "train.pq", tmp_path / "val.pq", tmp_path / "test.pq",
-                        tmp_path / "q.pq", tmp_path / "transform", tmp_path / "report")
-    prepare(DataSettings(sources=scenario_sources(scenario), target="category"), out)
-    contract = contract_from_json((out.transform_dir / CONTRACT_FILE).read_text())
-    schema = FeatureSchema.from_dict(json.loads((out.transform_dir / "schema.json").read_text()))
+def test_the_frozen_contract_names_the_bad_field(
+        prepared_scenario: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = prepared_scenario
+    contract = contract_from_json((out / "transform" / CONTRACT_FILE).read_text())
+    schema = FeatureSchema.from_dict(json.loads((out / "transform" / "schema.json").read_text()))
     assert set(schema.inputs) | {schema.target} == set(contract.columns)
-    test = pd.read_parquet(out.test)
+    test = pd.read_parquet(out / "test.pq")
     check_request(test, contract)  # the data it was made from passes
     check_request(test.drop(columns=schema.target), contract)  # no label at serving
     bad = test.head(3).astype(object)

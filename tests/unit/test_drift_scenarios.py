@@ -11,7 +11,8 @@ import pytest
 from components.common.settings import Settings
 from components.data.features import FeatureSchema
 from components.data.generate import generate
-from components.data.prepare import PreparedPaths, prepare
+from components.data.prepare import prepare
+from components.data.prepared import PreparedPaths
 from components.monitoring.drift import compute_drift
 from components.monitoring.stage import current_data
 from tests.conftest import scenario_sources

@@ -1,6 +1,7 @@
 import json
 import pickle
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -11,15 +12,10 @@ from components.common.errors import UserError
 from components.common.settings import DataSettings
 from components.data.features import transform_frame
 from components.data.numbers import read_numbers
-from components.data.prepare import (
-    REASON_COL,
-    Join,
-    PreparedPaths,
-    in_sorted,
-    join_rows,
-    prepare,
-)
-from tests.conftest import assert_no_pii, scenario_sources
+from components.data.prepare import prepare
+from components.data.prepared import PreparedPaths
+from components.data.steps import REASON_COL, Join, in_sorted, join_rows
+from tests.conftest import assert_no_pii
 
 
 def paths(root: Path) -> PreparedPaths:
@@ -27,10 +23,10 @@ def paths(root: Path) -> PreparedPaths:
                          root / "transform", root / "report")
 
 
-def test_scenario_rows_are_all_accounted_for(scenario: Path, tmp_path: Path) -> None:
+def test_scenario_rows_are_all_accounted_for(
+        scenario: Path, prepared_scenario: tuple[Path, dict[str, Any]]) -> None:
     manifest = json.loads((scenario / "manifest.json").read_text())
-    settings = DataSettings(sources=scenario_sources(scenario), target="category")
-    report = prepare(settings, paths(tmp_path))
+    tmp_path, report = prepared_scenario
     rows = report["rows"]
     assert rows["input"] == manifest["rows"]
     assert rows["input"] == rows["clean"] + rows["quarantined"]
@@ -42,7 +38,9 @@ def test_scenario_rows_are_all_accounted_for(scenario: Path, tmp_path: Path) -> 
         "missing target": planted["missing_target"],
         "broken encoding": planted["broken_encoding"],
         "wrong type in first_response_min: expected a number": planted["wrong_type"],
-        "impossible value in first_response_min: negative": planted["impossible_value"],
+        # declared in the scenario's contract.yaml, not inferred from the data
+        "contract: first_response_min fails greater_than_or_equal_to(0)":
+            planted["impossible_value"],
         "exact duplicate": planted["exact_duplicates"],
         "near duplicate": planted["near_duplicates"],
     }
@@ -72,12 +70,13 @@ def test_scenario_rows_are_all_accounted_for(scenario: Path, tmp_path: Path) -> 
     assert schema["dropped"] == {"ticket_id": "identifier", "customer_id": "identifier",
                                  "contact_name": "constant", "contact_email": "constant"}
     assert (tmp_path / "report" / "data_quality.html").read_text().count("<table>") >= 5
+    # Tickets carry ids, times and text: identical rows are re-sent tickets.
+    assert report["duplicates"]["dropped"] and "free text (body" in report["duplicates"]["why"]
 
 
-def test_split_is_stratified_and_transform_applies_to_raw_rows(scenario: Path,
-                                                                tmp_path: Path) -> None:
-    settings = DataSettings(sources=scenario_sources(scenario), target="category")
-    prepare(settings, paths(tmp_path))
+def test_split_is_stratified_and_transform_applies_to_raw_rows(
+        prepared_scenario: tuple[Path, dict[str, Any]]) -> None:
+    tmp_path, _ = prepared_scenario
     train, test = pd.read_parquet(tmp_path / "train.pq"), pd.read_parquet(tmp_path / "test.pq")
     share_train = train["category"].value_counts(normalize=True)
     share_test = test["category"].value_counts(normalize=True)
@@ -203,9 +202,9 @@ def test_rare_classes_are_quarantined_with_a_reason(tmp_path: Path) -> None:
     assert report["schema"]["classes"] == ["a", "b"]
 
 
-def test_example_request_fits_the_default_scenario(scenario: Path, tmp_path: Path) -> None:
-    report = prepare(DataSettings(sources=scenario_sources(scenario), target="category"),
-                     paths(tmp_path))
+def test_example_request_fits_the_default_scenario(
+        prepared_scenario: tuple[Path, dict[str, Any]]) -> None:
+    _, report = prepared_scenario
     request = json.loads((Path(__file__).parents[2] / "examples/request.json").read_text())
     inputs = {c for role in ("numeric", "categorical", "text", "datetime")
               for c in report["schema"][role]}
@@ -272,3 +271,81 @@ def test_join_index_is_rebuilt_after_pickling_not_shipped() -> None:
     joined, orphans = join_rows(pd.DataFrame({"id": [3, 9]}), [copy])
     assert joined["plan"].tolist()[0] == "c" and pd.isna(joined["plan"].tolist()[1])
     assert orphans == {"accounts": 1}
+
+
+def test_rare_negatives_are_flagged_not_quarantined(tmp_path: Path) -> None:
+    """Daily weather: three winter days below zero are rare and real. Without a declared
+    contract they stay, and the report points at them."""
+    rng = np.random.default_rng(0)
+    temp = np.round(rng.uniform(1, 30, 400), 1)
+    temp[[10, 20, 30]] = [-1.5, -3.0, -0.5]
+    frame = pd.DataFrame({"temp_max": temp, "wind": rng.uniform(0, 9, 400),
+                          "weather": rng.choice(["sun", "rain"], 400)})
+    frame.to_csv(tmp_path / "w.csv", index=False)
+    settings = DataSettings(sources=[{"name": "w", "uri": str(tmp_path / "w.csv")}],
+                            target="weather")
+    report = prepare(settings, paths(tmp_path / "o"))
+    assert report["rows"]["quarantined"] == 0 and report["rows"]["clean"] == 400
+    assert report["rare_negatives"] == {"temp_max": 3}
+    kept = pd.concat(pd.read_parquet(tmp_path / "o" / f"{s}.pq") for s in ("train", "val", "test"))
+    assert (kept["temp_max"] < 0).sum() == 3
+
+
+def test_identical_rows_without_an_id_are_distinct_records(tmp_path: Path) -> None:
+    """A census table of a few low-cardinality columns repeats by nature: identical rows
+    are different people. With an id column, or data.duplicates: drop, they are copies."""
+    rng = np.random.default_rng(1)
+    n = 600
+    frame = pd.DataFrame({"age_band": rng.choice(["18-30", "31-50", "51+"], n),
+                          "sex": rng.choice(["f", "m"], n),
+                          "education": rng.choice(["school", "college", "degree"], n),
+                          "income": rng.choice(["<=50K", ">50K"], n, p=[0.75, 0.25])})
+    assert frame.duplicated().sum() > 400  # 36 combinations of inputs in 600 rows
+    frame.to_csv(tmp_path / "census.csv", index=False)
+    source = [{"name": "census", "uri": str(tmp_path / "census.csv")}]
+    report = prepare(DataSettings(sources=source, target="income"), paths(tmp_path / "a"))
+    assert report["rows"] == {"input": n, "clean": n, "quarantined": 0}
+    assert report["duplicates"]["dropped"] is False
+    assert "no id, timestamp or free text" in report["duplicates"]["why"]
+    assert report["class_balance"] == frame["income"].value_counts().to_dict()
+    split = {s: pd.read_parquet(tmp_path / "a" / f"{s}.pq") for s in ("train", "val", "test")}
+    # A row's copies share a split: no identical row is both trained and tested on.
+    keys = {s: set(map(tuple, f.astype(str).to_numpy())) for s, f in split.items()}
+    assert not keys["train"] & keys["test"] and not keys["train"] & keys["val"]
+
+    dropped = prepare(DataSettings(sources=source, target="income", duplicates="drop"),
+                      paths(tmp_path / "b"))
+    assert dropped["quarantine_reasons"]["exact duplicate"] == int(frame.duplicated().sum())
+
+    frame.insert(0, "person_id", [f"P{i:05d}" for i in range(n)])
+    resent = pd.concat([frame, frame.head(7)], ignore_index=True)  # seven rows sent twice
+    resent.to_csv(tmp_path / "ids.csv", index=False)
+    with_ids = prepare(DataSettings(sources=[{"name": "c", "uri": str(tmp_path / "ids.csv")}],
+                                    target="income"), paths(tmp_path / "c"))
+    assert with_ids["duplicates"]["dropped"] and "an id (person_id)" in \
+        with_ids["duplicates"]["why"]
+    assert with_ids["quarantine_reasons"] == {"exact duplicate": 7}
+
+
+def test_missing_value_markers_are_read_as_missing(tmp_path: Path) -> None:
+    """A passenger export writes missing values as '?': a numeric age with 20% '?' is still
+    numeric, and a '?' fare is a missing value, not a wrong type."""
+    rng = np.random.default_rng(2)
+    n = 300
+    age = rng.integers(1, 80, n).astype(str).astype(object)
+    age[rng.choice(n, 60, replace=False)] = "?"
+    fare = np.round(rng.uniform(5, 90, n), 2).astype(str).astype(object)
+    fare[[3, 4]] = [" ? ", "N/A"]
+    cabin = rng.choice(["A", "B", "C", "unknown"], n).astype(object)
+    cabin[:5] = "--"
+    frame = pd.DataFrame({"age": age, "fare": fare, "cabin": cabin,
+                          "survived": rng.choice(["yes", "no"], n)})
+    frame.to_json(tmp_path / "p.jsonl", orient="records", lines=True)  # no reader's NA list
+    settings = DataSettings(sources=[{"name": "p", "uri": str(tmp_path / "p.jsonl")}],
+                            target="survived", missing_values=["unknown"])
+    report = prepare(settings, paths(tmp_path / "o"))
+    assert report["rows"]["quarantined"] == 0
+    assert "age" in report["schema"]["numeric"] and "fare" in report["schema"]["numeric"]
+    unknown = int((cabin == "unknown").sum())
+    assert report["missing_markers"] == {"age": 60, "fare": 2, "cabin": 5 + unknown}
+    assert report["missing_values"]["age"] == 60

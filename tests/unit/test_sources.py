@@ -114,3 +114,26 @@ def test_http_source_over_loopback(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_short_row_is_kept_with_gaps_and_a_long_one_is_malformed(tmp_path: Path) -> None:
+    # pandas' behaviour, which the reader keeps (docs/decisions/101-csv-reader.md)
+    path = tmp_path / "a.csv"
+    path.write_text('a,b,y\n1,2,x\n3,4\n5,"6, 7",z,extra\n8,9,w\n')
+    table = read_source(src(str(path)))
+    assert table.frame["a"].tolist() == [1, 3, 8]
+    assert pd.isna(table.frame["y"].iloc[1])
+    assert table.malformed == ['5,"6, 7",z,extra']
+
+
+def test_sql_names_are_quoted_and_a_query_is_limited(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    with sqlite3.connect(db) as conn:
+        pd.DataFrame({"k": [1, 2, 3]}).to_sql("order lines", conn, index=False)
+    uri = f"sqlite:///{db}"
+    assert read_source(src(uri, table="order lines")).frame["k"].tolist() == [1, 2, 3]
+    limited = read_source(src(uri, query='SELECT k FROM "order lines" ORDER BY k DESC'), nrows=2)
+    assert limited.frame["k"].tolist() == [3, 2]
+    with pytest.raises(UserError, match="source 's': SQL read failed") as info:
+        read_source(src(uri, table="missing"))
+    assert "\n" not in str(info.value)
