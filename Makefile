@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mlcycle-installed
 
-.PHONY: install run test test-fast lint clean
+.PHONY: install run test test-fast lint docs clean
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# The configuration reference, from the settings model (a test checks it is current).
+docs: $(STAMP)
+	$(BIN)/mlcycle config reference --out docs/configuration.md
 
 clean:
 	-$(BIN)/mlcycle serve --stop

@@ -1,7 +1,7 @@
 """The text model's training step on one device, with the plain torch loop (no Ray, no
 data stack: it runs on a bare GPU host with torch and transformers). Reports samples/s
-for the MiniLM-L6 classifier against the hand-tuned ceilings in DEVELOPERS.md: 17,500
-samples/s with bf16 + torch.compile, 11,100 with bf16 eager, on an H100 at length 128.
+for the MiniLM-L6 classifier against the hand-tuned H100 ceilings (docs/benchmarks.md):
+17,500 samples/s with bf16 + torch.compile, 11,100 with bf16 eager, on an H100 at length 128.
 
     python bench/text_model.py --device cuda            # bf16 + compile (CUDA graphs)
     python bench/text_model.py --device cuda --eager    # bf16, no compile

@@ -58,17 +58,20 @@ def ray_train(x: np.ndarray, y: np.ndarray, spec: ModelSpec, params: LoopParams,
     import mlflow
 
     from components.common.compute import ray_session
-    from components.training.ray_train import Scaling, make_trainer, save_features
+    from components.training.featurize import Features, write_arrays
+    from components.training.model import Family
+    from components.training.ray_train import Scaling, make_trainer
 
     with tempfile.TemporaryDirectory() as tmp, \
             ray_session(RaySettings(num_cpus=threads), train=True):
-        features = Path(tmp) / "features.npz"
-        save_features(features, (x, y), (x[:2048], y[:2048]))
+        write_arrays(Path(tmp) / "features", (x, y), (x[:2048], y[:2048]))
+        features = Features(Family("tabular"), spec.n_features, spec.n_classes,
+                            folder=str(Path(tmp) / "features"))
         tracking_uri = f"sqlite:///{tmp}/mlflow.db"
         client = mlflow.MlflowClient(tracking_uri)
         run_id = client.create_run(client.create_experiment("bench")).info.run_id
         config = {"loop": asdict(params), "spec": asdict(spec),
-                  "features_path": str(features), "checkpoint_every": params.epochs,
+                  "data": features, "checkpoint_every": params.epochs,
                   "mlflow": {"tracking_uri": tracking_uri, "run_id": run_id}}
         began = time.perf_counter()
         result = make_trainer(config, Scaling(1, threads), tmp, "bench").fit()

@@ -14,11 +14,11 @@ which measures noise rather than the scheduler. ``--asha-search optuna`` runs AS
 mlcycle's default search (Optuna) instead, against the same random search.
 
     python bench/tune_asha.py --rows 30000 --trials 32 --epochs 20 --seeds 1,2,3
-    python bench/tune_asha.py --trials 128 --seeds 1,2,3,4,5   # the README's figure, ~50 min
+    python bench/tune_asha.py --trials 128 --seeds 1,2,3,4,5  # the figure in docs/benchmarks.md
 
 ASHA's saving grows with the budget: what it cannot cut (start-up, the first trials it
 runs out, the best trial's own run) stays fixed while random search's time to a late
-best grows (the README has the figures by budget).
+best grows (docs/benchmarks.md has the figures by budget).
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ import pandas as pd
 from components.common import tracking
 from components.common.settings import Settings
 from components.data.generate import generate
-from components.data.prepare import PreparedPaths, prepare
+from components.data.prepare import prepare
+from components.data.prepared import PreparedPaths
+from components.training.stage import load_run_features, run_featurize
 from components.tuning.tune import search
 
 
@@ -103,9 +105,12 @@ def _search(root: Path, sources: list[dict[str, str]], target: str, scheduler: s
     if not out.exists():
         prepare(settings.data, PreparedPaths(out / "train.pq", out / "val.pq", out / "test.pq",
                                              out / "q.pq", out / "transform", out / "report"))
+    splits = (out / "train.pq", out / "val.pq", out / "transform")
+    run_featurize(settings, *splits, out / "features")  # once, as the pipeline does
+    features = load_run_features(out / "features", *splits)
     parent = tracking.start_parent_run(settings, f"bench-{scheduler}-{algorithm}")
     started = time.time()
-    search(settings, parent, out / "train.pq", out / "val.pq", out / "transform")
+    search(settings, parent, features)
     wall = time.time() - started
     print(f"{scheduler} over {algorithm} search, seed {seed}:")
     return _timeline(settings, parent, started), wall

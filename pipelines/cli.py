@@ -332,5 +332,22 @@ def config_show(config: ConfigOpt = None) -> None:
         raise _fail(str(exc)) from None
 
 
+@config_app.command("reference")
+def config_reference(
+    out: Annotated[Path | None, typer.Option(
+        help="Write the Markdown here (docs/configuration.md); print it when omitted.")] = None,
+) -> None:
+    """The configuration reference, from the settings model's fields and descriptions."""
+    from components.common.reference import configuration_reference
+
+    text = configuration_reference()
+    if out is None:
+        console.print(text, markup=False, highlight=False)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    console.print(f"wrote {out}")
+
+
 if __name__ == "__main__":
     app()

@@ -9,7 +9,7 @@ from components.evaluation.component import evaluate_model
 from components.monitoring.component import check_drift
 from components.registry.component import register_model
 from components.serving.component import deploy_model
-from components.training.component import train_model
+from components.training.component import featurize_data, train_model
 from components.tuning.component import tune_model
 
 PIPELINE_NAME = "mlcycle-lifecycle"
@@ -24,8 +24,8 @@ class LifecycleOutputs(NamedTuple):
     drift: str
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description="Prepare, tune, train, evaluate, register, "
-              "deploy and drift-check a model from raw multi-source data.")
+@dsl.pipeline(name=PIPELINE_NAME, description="Prepare, featurize, tune, train, evaluate, "
+              "register, deploy and drift-check a model from raw multi-source data.")
 def lifecycle(config_json: str) -> LifecycleOutputs:
     """Run every stage once.
 
@@ -35,12 +35,13 @@ def lifecycle(config_json: str) -> LifecycleOutputs:
     run = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
     data = prepare_data(config_json=config_json, pipeline_run=run)
     parent = data.outputs["mlflow_run_id"]
-    tuned = tune_model(config_json=config_json, mlflow_run_id=parent,
-                       train=data.outputs["train"], val=data.outputs["val"],
-                       transform=data.outputs["transform"])
+    splits = {"train": data.outputs["train"], "val": data.outputs["val"],
+              "transform": data.outputs["transform"]}
+    features = featurize_data(config_json=config_json, **splits).outputs["features"]
+    tuned = tune_model(config_json=config_json, mlflow_run_id=parent, features=features,
+                       **splits)
     trained = train_model(config_json=config_json, mlflow_run_id=parent,
-                          best_json=tuned.output, train=data.outputs["train"],
-                          val=data.outputs["val"], transform=data.outputs["transform"])
+                          best_json=tuned.output, features=features, **splits)
     evaluated = evaluate_model(config_json=config_json, mlflow_run_id=parent,
                                model=trained.outputs["model"], test=data.outputs["test"])
     registered = register_model(config_json=config_json, mlflow_run_id=parent,

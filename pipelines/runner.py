@@ -21,8 +21,8 @@ from components.common.errors import USER_ERROR_MARKER, UserError
 from components.common.settings import Settings
 from pipelines.lifecycle import PIPELINE_NAME, lifecycle
 
-STAGES = ("prepare-data", "tune-model", "train-model", "evaluate-model", "register-model",
-          "deploy-model", "check-drift")
+STAGES = ("prepare-data", "featurize-data", "tune-model", "train-model", "evaluate-model",
+          "register-model", "deploy-model", "check-drift")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"Executing task '([\w-]+)'")
 _END = re.compile(r"Task '([\w-]+)' finished with status (\w+)")

@@ -58,3 +58,37 @@ FAST: dict[str, Any] = {
     "ray": {"num_cpus": 2},
 }
 """Small budgets: enough to learn the scenario, quick on 2 cores."""
+
+
+def loop_config(folder: Path, train: tuple[Any, Any], val: tuple[Any, Any],
+                loop: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """A run config for the epoch loop over in-memory splits, as ``featurize_data`` leaves
+    them: the arrays written to ``folder`` and their description."""
+    import numpy as np
+
+    from components.training.featurize import Features, write_arrays
+    from components.training.model import Family
+
+    write_arrays(folder, train, val)
+    width = int(np.prod(train[0].shape[1:]))
+    spec = {"n_features": width, **spec}
+    features = Features(Family(spec.get("family", "tabular")), width, spec["n_classes"],
+                        folder=str(folder))
+    return {"loop": loop, "spec": spec, "data": features}
+
+
+@pytest.fixture(scope="session")
+def prepared_scenario(scenario: Path, tmp_path_factory: pytest.TempPathFactory
+                      ) -> tuple[Path, dict[str, Any]]:
+    """The scenario prepared once with the pandas engine and its declared contract:
+    the folder (train.pq, val.pq, test.pq, q.pq, transform/, report/) and the report."""
+    from components.common.settings import DataSettings
+    from components.data.prepare import prepare
+    from components.data.prepared import PreparedPaths
+
+    out = tmp_path_factory.mktemp("prepared")
+    settings = DataSettings(sources=scenario_sources(scenario), target="category",
+                            contract=scenario / "contract.yaml")
+    report = prepare(settings, PreparedPaths(out / "train.pq", out / "val.pq", out / "test.pq",
+                                             out / "q.pq", out / "transform", out / "report"))
+    return out, report

@@ -8,14 +8,21 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
 from components.common.errors import UserError
+from components.common.policy import TEXT_HEAD_LR, TEXT_LR, SearchSpace, check_space
 
 IMAGE = "ghcr.io/mlcycle/mlcycle:0.1.0"
 """The project image every component runs in on a cluster."""
@@ -28,8 +35,9 @@ class _Strict(BaseModel):
 class Source(_Strict):
     """One input table: a file, an HTTP(S)/S3 object or a SQL table."""
 
-    name: str
-    uri: str
+    name: str = Field(description="A short name: reports, quarantine rows and joins use it.")
+    uri: str = Field(description="A path, http(s)://, s3:// (fsspec) or a SQLAlchemy URL "
+                     "(sqlite:///, postgresql://, ...).")
     format: Literal["csv", "parquet", "jsonl", "sql"] | None = Field(
         default=None, description="Inferred from the URI when omitted."
     )
@@ -48,18 +56,19 @@ class Source(_Strict):
 class FeatureOverrides(_Strict):
     """Force a column's role where inference guesses wrong."""
 
-    numeric: list[str] = Field(default_factory=list)
-    categorical: list[str] = Field(default_factory=list)
-    text: list[str] = Field(default_factory=list)
-    drop: list[str] = Field(default_factory=list)
+    numeric: list[str] = Field(default_factory=list, description="Columns read as numbers.")
+    categorical: list[str] = Field(default_factory=list,
+                                   description="Columns one-hot encoded as categories.")
+    text: list[str] = Field(default_factory=list, description="Columns read as free text.")
+    drop: list[str] = Field(default_factory=list, description="Columns left out of the model.")
 
 
 class GenerateSettings(_Strict):
     """Make the sources with mlcycle's scenario generator when they are missing."""
 
-    out: Path
-    rows: int = Field(default=4000, ge=100)
-    seed: int = 7
+    out: Path = Field(description="Folder for the generated sources and manifest.json.")
+    rows: int = Field(default=4000, ge=100, description="Ticket rows to generate.")
+    seed: int = Field(default=7, description="The generator's random seed.")
 
 
 class PrivacySettings(_Strict):
@@ -74,25 +83,45 @@ class PrivacySettings(_Strict):
 
 
 class DataSettings(_Strict):
-    sources: list[Source] = Field(min_length=1)
+    """Where the data comes from and how ``prepare_data`` cleans and splits it."""
+
+    sources: list[Source] = Field(
+        min_length=1, description="The first is the modeled table; same-schema sources are "
+        "appended to it, the others joined on their shared columns (or on:).")
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
-    generate: GenerateSettings | None = None
-    target: str
-    task: Literal["auto", "classification"] = "auto"
+    generate: GenerateSettings | None = Field(
+        default=None, description="Generate the scenario sources when missing (the demo).")
+    target: str = Field(description="The column to predict (a class label).")
+    task: Literal["auto", "classification"] = Field(
+        default="auto", description="auto refuses a continuous target; classification "
+        "takes its values as classes.")
     features: FeatureOverrides = Field(default_factory=FeatureOverrides)
-    test_size: float = Field(default=0.2, gt=0, lt=0.5)
-    val_size: float = Field(default=0.1, gt=0, lt=0.5)
-    seed: int = 42
-    max_text_features: int = Field(default=2000, ge=16)
+    test_size: float = Field(default=0.2, gt=0, lt=0.5,
+                             description="Share of each class held out for the test split.")
+    val_size: float = Field(default=0.1, gt=0, lt=0.5,
+                            description="Share of each class for validation (early stopping, "
+                            "tuning).")
+    seed: int = Field(default=42, description="Seeds the split and the transform's sample.")
+    max_text_features: int = Field(default=2000, ge=16,
+                                   description="TF-IDF terms, shared among the text columns.")
     text_features: Literal["tfidf", "minilm"] = Field(
         default="tfidf", description="minilm: all-MiniLM-L6-v2 sentence embeddings (offline)."
     )
-    max_categories: int = Field(default=50, ge=2)
+    max_categories: int = Field(default=50, ge=2, description="Categories kept per column; "
+                                "rarer ones are one infrequent category.")
     contract: Path | None = Field(
         default=None, description="A pandera schema (YAML or JSON) rows must satisfy."
     )
     engine: Literal["pandas", "ray"] = Field(
         default="pandas", description="ray: Ray Data, for data larger than memory."
+    )
+    missing_values: list[str] = Field(
+        default_factory=list, description="Cell values that mean missing, beside the usual "
+        "markers (?, -, NA, N/A, null, None, NaN, #N/A and empty)."
+    )
+    duplicates: Literal["auto", "drop", "keep"] = Field(
+        default="auto", description="Identical rows: drop as re-sent records, keep as "
+        "distinct ones, or auto: drop when rows carry an id, a timestamp or free text."
     )
 
     @field_validator("sources")
@@ -104,74 +133,53 @@ class DataSettings(_Strict):
         return sources
 
 
-LR = 3e-3
-TEXT_LR = 5e-5
-"""Fine-tuning a pretrained transformer: at the MLP's 3e-3, AdamW wrecks its weights."""
-TEXT_HEAD_LR = 1e-3
-
-
 class TrainSettings(_Strict):
+    """The model and how ``train_model`` fits it under Ray Train."""
+
     model: Literal["auto", "tabular", "image", "text"] = Field(
         default="auto", description="auto: image for pixel grids, text for text-only data, "
         "else tabular."
     )
     freeze_encoder: bool = Field(default=False, description="text: train the head only.")
     max_length: int = Field(default=128, ge=8, le=512, description="text: tokens per row.")
-    schedule: Literal["constant", "cosine", "onecycle"] = "constant"
+    schedule: Literal["constant", "cosine", "onecycle"] = Field(
+        default="constant", description="Learning-rate schedule over the whole run.")
     l1: float = Field(default=0.0, ge=0, description="L1 penalty on weights (L2: weight_decay).")
     bf16: bool = Field(default=True, description="bf16 autocast where training runs on a GPU.")
     compile: bool = Field(default=False, description="torch.compile the model.")
-    epochs: int = Field(default=30, ge=1)
-    batch_size: int = Field(default=64, ge=1)
+    epochs: int = Field(default=30, ge=1, description="At most; early stopping ends sooner.")
+    batch_size: int = Field(default=64, ge=1, description="Rows per step on each worker.")
     lr: float | None = Field(
-        default=None, gt=0, description="None: by model family, 3e-3, or for the text family "
+        default=None, gt=0, description="Unset: by model family, 3e-3, or for the text family "
         f"{TEXT_LR:g} (fine-tuning the encoder) and {TEXT_HEAD_LR:g} with freeze_encoder."
     )
-    hidden: int = Field(default=128, ge=1)
-    depth: int = Field(default=2, ge=1)
-    dropout: float = Field(default=0.1, ge=0, lt=1)
-    weight_decay: float = Field(default=1e-4, ge=0)
+    hidden: int = Field(default=128, ge=1, description="MLP: units per hidden layer.")
+    depth: int = Field(default=2, ge=1, description="MLP: hidden layers.")
+    dropout: float = Field(default=0.1, ge=0, lt=1, description="Dropout before each layer.")
+    weight_decay: float = Field(default=1e-4, ge=0, description="AdamW's decoupled L2.")
     patience: int = Field(default=5, ge=1, description="Early stopping on validation loss.")
-    workers: int = Field(default=1, ge=1)
-    cpus_per_worker: int = Field(default=1, ge=1)
-    use_gpu: bool | Literal["auto"] = "auto"
-    max_failures: int = Field(default=1, ge=0)
-    seed: int = 42
-
-    def learning_rate(self, family: str) -> float:
-        """The configured learning rate, or the model family's default."""
-        if self.lr is not None:
-            return self.lr
-        if family == "text":
-            return TEXT_HEAD_LR if self.freeze_encoder else TEXT_LR
-        return LR
-
-
-DEFAULT_SEARCH_SPACE: dict[str, dict[str, list[Any]]] = {
-    "lr": {"loguniform": [5e-4, 2e-2]},
-    "hidden": {"choice": [64, 128, 256]},
-    "dropout": {"uniform": [0.0, 0.3]},
-    "weight_decay": {"loguniform": [1e-6, 1e-3]},
-}
-
-
-TEXT_SEARCH_SPACE: dict[str, dict[str, list[Any]]] = {
-    "lr": {"loguniform": [1e-5, 2e-4]},
-    "dropout": {"uniform": [0.0, 0.3]},
-    "weight_decay": {"loguniform": [1e-6, 1e-2]},
-}
-"""The text family's: the encoder's fine-tuning rates, and no MLP width (it has none)."""
-TEXT_HEAD_SEARCH_SPACE: dict[str, dict[str, list[Any]]] = {
-    **TEXT_SEARCH_SPACE, "lr": {"loguniform": [1e-4, 1e-2]}}
+    workers: int = Field(default=1, ge=1, description="Ray Train (DDP) workers, at most "
+                         "as many as the Ray cluster has CPUs for.")
+    cpus_per_worker: int = Field(default=1, ge=1, description="CPUs (and torch threads) per "
+                                 "worker.")
+    use_gpu: bool | Literal["auto"] = Field(
+        default="auto", description="auto: a GPU per worker when the Ray cluster has any.")
+    max_failures: int = Field(default=1, ge=0, description="Worker failures a run survives, "
+                              "resuming from its last checkpoint.")
+    seed: int = Field(default=42, description="Seeds weights and batch order.")
 
 
 class TuneSettings(_Strict):
-    enabled: bool = True
-    num_samples: int = Field(default=4, ge=1)
-    max_concurrent: int = Field(default=2, ge=1)
-    time_limit_s: int = Field(default=600, ge=10)
+    """Hyperparameter search with Ray Tune before the final training run."""
+
+    enabled: bool = Field(default=True, description="false: train once on train.* as set.")
+    num_samples: int = Field(default=4, ge=1, description="Trials in the search.")
+    max_concurrent: int = Field(default=2, ge=1, description="Trials running at once.")
+    time_limit_s: int = Field(default=600, ge=10, description="The whole search's budget; "
+                              "trials still running then are stopped.")
     max_epochs: int = Field(default=10, ge=1, description="Epochs per trial; ASHA stops early.")
-    metric: Literal["val_loss", "val_accuracy"] = "val_loss"
+    metric: Literal["val_loss", "val_accuracy"] = Field(
+        default="val_loss", description="What trials are ranked and stopped by.")
     scheduler: Literal["asha", "fifo"] = Field(
         default="asha", description="asha stops poor trials early; fifo runs every trial out."
     )
@@ -181,35 +189,25 @@ class TuneSettings(_Strict):
     reduction_factor: int = Field(
         default=4, ge=2, description="ASHA: 1 in this many trials goes on at each rung."
     )
-    search: Literal["optuna", "random"] = "optuna"
-    search_space: dict[str, dict[str, list[Any]]] = Field(
-        default_factory=lambda: dict(DEFAULT_SEARCH_SPACE),
-        description="Per key one of choice, uniform, loguniform, randint. Left out: by "
-        "model family (the text family searches fine-tuning rates and no width).",
+    search: Literal["optuna", "random"] = Field(
+        default="optuna", description="optuna: TPE guided by earlier trials; random: "
+        "independent draws.")
+    search_space: SearchSpace | None = Field(
+        default=None,
+        description="Per key one of choice, uniform, loguniform, randint. Unset: by model "
+        "family (the MLP searches lr, hidden, dropout and weight_decay; the text family "
+        "fine-tuning rates and no width).",
     )
-
-    def space(self, family: str, freeze_encoder: bool) -> dict[str, dict[str, list[Any]]]:
-        """The configured search space, or the model family's default."""
-        if "search_space" in self.model_fields_set or family != "text":
-            return self.search_space
-        return dict(TEXT_HEAD_SEARCH_SPACE if freeze_encoder else TEXT_SEARCH_SPACE)
 
     @field_validator("search_space")
     @classmethod
-    def _known_domains(cls, space: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
-        allowed = {"choice", "uniform", "loguniform", "randint"}
-        tunable = set(TrainSettings.model_fields) & {
-            "lr", "hidden", "depth", "dropout", "weight_decay", "batch_size"
-        }
-        for key, domain in space.items():
-            if key not in tunable:
-                raise ValueError(f"cannot tune {key!r}; tunable keys: {sorted(tunable)}")
-            if len(domain) != 1 or next(iter(domain)) not in allowed:
-                raise ValueError(f"{key}: give exactly one of {sorted(allowed)}")
-        return space
+    def _known_domains(cls, space: SearchSpace | None) -> SearchSpace | None:
+        return None if space is None else check_space(space)
 
 
 class EvaluationSettings(_Strict):
+    """How ``evaluate_model`` scores the holdout."""
+
     slices: list[str] = Field(
         default_factory=list,
         description="Columns to slice the holdout by; every categorical one with at most "
@@ -219,22 +217,31 @@ class EvaluationSettings(_Strict):
 
 
 class RegistrySettings(_Strict):
-    model_name: str = "mlcycle-model"
-    experiment: str = "mlcycle"
+    """Where runs are tracked and models registered (MLflow)."""
+
+    model_name: str = Field(default="mlcycle-model", description="Registered model name.")
+    experiment: str = Field(default="mlcycle", description="MLflow experiment of the runs.")
     tracking_uri: str | None = Field(
         default=None, description="MLflow tracking URI; SQLite in the workdir when unset."
     )
-    gate_metric: Literal["accuracy", "f1_macro"] = "f1_macro"
+    gate_metric: Literal["accuracy", "f1_macro"] = Field(
+        default="f1_macro", description="The holdout metric a challenger must beat the "
+        "champion on to be promoted.")
 
 
 class ServingSettings(_Strict):
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = Field(default=3000, ge=1, le=65535)
-    startup_timeout_s: int = Field(default=180, ge=5)
+    """The BentoML endpoint ``deploy_model`` starts for the champion."""
+
+    enabled: bool = Field(default=True, description="false: register without serving.")
+    host: str = Field(default="127.0.0.1", description="Address the endpoint listens on.")
+    port: int = Field(default=3000, ge=1, le=65535, description="Port it listens on.")
+    startup_timeout_s: int = Field(default=180, ge=5, description="How long deploy waits "
+                                   "for /readyz before it fails.")
 
 
 class MonitoringSettings(_Strict):
+    """The drift check after deployment."""
+
     current: list[Source] = Field(
         default_factory=list, description="Recent data to check; the test split when empty."
     )
@@ -244,8 +251,11 @@ class MonitoringSettings(_Strict):
 
 
 class RaySettings(_Strict):
+    """Where Ray runs: local Ray started per stage, or a cluster."""
+
     address: str | None = Field(default=None, description="Ray cluster; local Ray when unset.")
-    num_cpus: int | None = Field(default=None, ge=1)
+    num_cpus: int | None = Field(default=None, ge=1,
+                                 description="Local Ray's CPUs; all the machine's when unset.")
     storage_path: str | None = Field(
         default=None, description="Checkpoint storage (shared, e.g. s3://, on a cluster)."
     )
@@ -258,7 +268,8 @@ class Settings(BaseSettings):
         env_prefix="MLCYCLE_", env_nested_delimiter="__", extra="forbid"
     )
 
-    workdir: Path = Path(".mlcycle")
+    workdir: Path = Field(default=Path(".mlcycle"), description="Where runs, reports, the "
+                          "MLflow store and the endpoint's record go.")
     data: DataSettings
     train: TrainSettings = Field(default_factory=TrainSettings)
     tune: TuneSettings = Field(default_factory=TuneSettings)
@@ -277,8 +288,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment beats the YAML file, which arrives as init kwargs.
-        return env_settings, init_settings
+        # Code's own arguments, then the environment, then the YAML file being loaded.
+        path = _YAML_FILE.get()
+        yaml_file = (YamlConfigSettingsSource(settings_cls, yaml_file=path),) if path else ()
+        return init_settings, env_settings, *yaml_file
 
     @property
     def tracking_uri(self) -> str:
@@ -303,6 +316,8 @@ class Settings(BaseSettings):
         data["workdir"] = str(self.workdir.resolve())
         for source in [*data["data"]["sources"], *data["monitoring"]["current"]]:
             source["uri"] = _absolute_uri(source["uri"])
+        if data["data"]["contract"]:
+            data["data"]["contract"] = str(Path(data["data"]["contract"]).resolve())
         if data["data"]["generate"]:
             data["data"]["generate"]["out"] = str(Path(data["data"]["generate"]["out"]).resolve())
         return json.dumps(data, sort_keys=True)
@@ -321,6 +336,9 @@ class Settings(BaseSettings):
     def from_json(cls, text: str) -> Settings:
         return cls.model_validate_json(text)
 
+
+_YAML_FILE: ContextVar[Path | None] = ContextVar("mlcycle_yaml_file", default=None)
+"""The YAML file ``load_settings`` is reading: pydantic-settings' source for it."""
 
 _URI_PASSWORD = re.compile(r"(://[^/:@]+:)[^/@]+@")
 
@@ -353,15 +371,18 @@ def load_settings(path: str | Path) -> Settings:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
+    token = _YAML_FILE.set(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        return Settings()  # type: ignore[call-arg]  # data comes from the file
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise UserError(f"{path}: not valid YAML{where}") from exc
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: expected a mapping of settings at the top level")
-    try:
-        return Settings(**raw)
     except ValidationError as exc:
         raise UserError(_format_error(exc, str(path))) from exc
+    except (TypeError, AttributeError, ValueError) as exc:  # a list or a scalar at the top
+        if isinstance(yaml.safe_load(path.read_text()), dict):
+            raise
+        raise UserError(f"{path}: expected a mapping of settings at the top level") from exc
+    finally:
+        _YAML_FILE.reset(token)

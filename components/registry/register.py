@@ -115,13 +115,20 @@ def register(
     if current is None:
         promoted, reason = True, "no earlier champion"
     else:
+        # A registry or load failure fails the stage (no alias moves); only a champion
+        # whose input schema does not fit today's data is promoted over.
+        champion = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+        mismatch = None
         try:
-            champion = mlflow.pyfunc.load_model(f"models:/{name}@champion")
             champion_score = score_on(champion, test, clf.schema.target, clf.classes, metric)
-        except Exception as exc:  # the champion may predate today's schema
+        except (KeyError, ValueError, MlflowException) as exc:
+            if isinstance(exc, MlflowException) and "schema" not in str(exc).lower():
+                raise
+            mismatch = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             log.warning("champion v%s cannot score this holdout: %s", current.version, exc)
         if champion_score is None:
-            promoted, reason = True, f"champion v{current.version} cannot score this holdout"
+            promoted, reason = True, (f"champion v{current.version}'s input schema does not "
+                                      f"fit this holdout ({mismatch})")
         elif challenger > champion_score:
             promoted = True
             reason = f"{metric} {challenger:.4f} > champion v{current.version} {champion_score:.4f}"

@@ -1,4 +1,4 @@
-"""KFP wrapper for ``train_model``."""
+"""KFP wrappers for ``featurize_data`` and ``train_model``."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
@@ -7,10 +7,44 @@ from components.common.settings import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
+def featurize_data(
+    config_json: str,
+    train: Input[Dataset],
+    val: Input[Dataset],
+    transform: Input[Artifact],
+    features: Output[Dataset],
+) -> str:
+    """Featurize the train and validation splits once for tuning and training.
+
+    Args:
+        config_json: The resolved mlcycle settings as JSON; train.model picks the family.
+        train: Clean training rows.
+        val: Clean validation rows.
+        transform: The fitted feature transform from prepare_data.
+        features: The featurized splits (or, with data.engine ray, how workers stream them).
+
+    Returns:
+        JSON with the model family, the input width and whether the splits stream.
+    """
+    import json
+    from pathlib import Path
+
+    from components.common.errors import reported
+    from components.common.settings import Settings
+    from components.training.stage import run_featurize
+
+    with reported():
+        result = run_featurize(Settings.from_json(config_json), Path(train.path),
+                               Path(val.path), Path(transform.path), Path(features.path))
+    return json.dumps(result)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def train_model(
     config_json: str,
     mlflow_run_id: str,
     best_json: str,
+    features: Input[Dataset],
     train: Input[Dataset],
     val: Input[Dataset],
     transform: Input[Artifact],
@@ -22,7 +56,8 @@ def train_model(
         config_json: The resolved mlcycle settings as JSON; train.* sets scaling.
         mlflow_run_id: The pipeline run's MLflow parent run; training is nested under it.
         best_json: tune_model's result; its params override train.*.
-        train: Clean training rows.
+        features: featurize_data's output, the model's inputs.
+        train: Clean training rows, streamed by Ray Data with data.engine ray.
         val: Clean validation rows, for early stopping.
         transform: The fitted feature transform, saved into the model bundle.
         model: The model bundle: weights, architecture, transform and schema.
@@ -35,10 +70,12 @@ def train_model(
 
     from components.common.errors import reported
     from components.common.settings import Settings
-    from components.training.stage import run_train
+    from components.training.stage import load_run_features, run_train
 
     with reported():
+        inputs = load_run_features(Path(features.path), Path(train.path), Path(val.path),
+                                   Path(transform.path))
         result = run_train(Settings.from_json(config_json), mlflow_run_id,
-                           json.loads(best_json).get("params", {}), Path(train.path),
-                           Path(val.path), Path(transform.path), Path(model.path))
+                           json.loads(best_json).get("params", {}), inputs,
+                           Path(transform.path), Path(model.path))
     return json.dumps(result)

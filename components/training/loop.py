@@ -1,20 +1,35 @@
-"""The per-step training loop: plain torch, no Ray, so it can be tested and benchmarked alone.
+"""The training loop: plain torch, no Ray, so it can be tested and benchmarked alone.
 
-Under Ray Train the same functions run on each worker; metrics are summed across
-workers when a process group exists, so every rank takes the same early-stopping step.
+``run_epochs`` is the one epoch loop: a Ray Train worker, a Tune trial and
+``train_in_process`` (tests, benches) all run it. Metrics are summed across workers
+when a process group exists, so every rank takes the same early-stopping step.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import platform
 import random
+import socket
+import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from components.training.networks import ModelSpec, build_model
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from components.training.featurize import Features
 
 
 @dataclass
@@ -218,34 +233,247 @@ def compiled(model: nn.Module, params: LoopParams) -> nn.Module:
     return torch.compile(model, mode=mode)  # type: ignore[return-value]
 
 
-def fit(
-    model: nn.Module,
-    train_loader: Batches,
-    val_loader: BatchIter,
-    params: LoopParams,
-    device: torch.device | None = None,
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-) -> tuple[dict[str, torch.Tensor], list[dict[str, float]]]:
-    """Train with early stopping; returns the best weights and per-epoch metrics."""
-    device = device or torch.device("cpu")
-    model.to(device)
+def run_epochs(config: dict[str, Any], rank: int, world: int, device: torch.device,
+               wrap: Callable[[torch.nn.Module], torch.nn.Module],
+               report: Callable[[dict[str, float], dict[str, Any] | None], None],
+               resume: dict[str, Any] | None, shards: dict[str, Any] | None,
+               checkpoints: bool = True) -> None:
+    """The epochs of one run on one rank: early stopping, MLflow from rank 0, and a
+    checkpoint (to ``report``) whenever validation improves, every N epochs and at the end."""
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    params = LoopParams(**config["loop"])
+    spec = ModelSpec(**config["spec"])
+    seed_everything(params.seed)
+    features: Features = config["data"]
+    train_loader: Any
+    if features.stream is not None:
+        if shards is None:
+            raise ValueError("streamed features need the workers' Ray Data shards")
+        stream = features.stream
+        featurize = _featurizer(stream.transform_dir, spec)
+        train_loader = ShardBatches(shards["train"], featurize, params.batch_size,
+                                    stream.train_rows, world, shuffle=True, seed=params.seed)
+        val_loader: Any = ShardBatches(shards["val"], featurize, 1024, stream.val_rows, world)
+    else:
+        from components.training.featurize import read_arrays
+
+        data = read_arrays(str(features.folder))
+        where = data_device(device, *data.values())
+        train_loader = make_loader(data["x_train"], data["y_train"], params.batch_size, True,
+                                   params.seed, rank, world, where)
+        val_loader = make_loader(data["x_val"], data["y_val"], 1024, False, rank=rank,
+                                 world=world, device=where)
+    model = wrap(build_model(spec))
     optimizer = make_optimizer(model, params)
     scheduler = make_scheduler(optimizer, params, len(train_loader))
-    stopper = EarlyStopping(params.patience)
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    history = []
-    step = compiled(model, params)
     bf16 = params.bf16 and device.type == "cuda"
-    for epoch in range(params.epochs):
+    stopper = EarlyStopping(params.patience)
+    start = 0
+    if resume:
+        _unwrap(model).load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(resume["scheduler"])
+        stopper = EarlyStopping(**resume["stopper"])
+        start = resume["epoch"] + 1
+    logger = MlflowLogger(config.get("mlflow"), rank)
+    logger.params(run_params(config, world))
+    logger.describe(config, device, world)
+    every = max(1, int(config.get("checkpoint_every", 1)))
+    step = compiled(model, params)
+    for epoch in range(start, params.epochs):
         train_loader.set_epoch(epoch)
+        began = time.perf_counter()
         loss = train_epoch(step, train_loader, optimizer, device, scheduler, params.l1, bf16)
+        seconds = time.perf_counter() - began
         metrics = {"train_loss": loss, **evaluate(step, val_loader, device, bf16),
-                   "epoch": float(epoch)}
-        history.append(metrics)
-        if on_epoch:
-            on_epoch(epoch, metrics)
-        if stopper.step(epoch, metrics["val_loss"]):
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                   "lr": optimizer.param_groups[0]["lr"], "epoch_s": seconds,
+                   "samples_per_s": train_loader.samples / seconds}
+        if world > 1:
+            metrics["rank_param_spread"] = rank_param_spread(model)
+        improved = stopper.step(epoch, metrics["val_loss"])
+        metrics |= {"epoch": epoch, "best_val_loss": stopper.best, "resumed_from": start}
+        logger.metrics(metrics, epoch)
+        stop = stopper.should_stop or epoch == params.epochs - 1
+        state = None
+        if checkpoints and rank == 0 and (improved or stop or epoch % every == 0):
+            state = {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                     "epoch": epoch, "scheduler": scheduler.state_dict() if scheduler else None,
+                     "stopper": asdict(stopper), "improved": improved}
+        report(metrics, state)
         if stopper.should_stop:
             break
-    return best_state, history
+    logger.close()
+
+
+Featurize = Callable[["pd.DataFrame"], tuple[np.ndarray, np.ndarray]]
+
+
+def _featurizer(transform_dir: str, spec: ModelSpec) -> Featurize:
+    """Raw rows to model input and class ids, on the worker, with the fitted transform."""
+    import joblib
+
+    from components.data.features import FeatureSchema
+    from components.training.model import featurize
+
+    schema = FeatureSchema.from_dict(json.loads((Path(transform_dir) / "schema.json")
+                                                .read_text()))
+    transform = joblib.load(Path(transform_dir) / "transform.joblib")
+    index = {c: i for i, c in enumerate(schema.classes)}
+
+    def run(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        labels = frame[schema.target].astype(str).map(index).to_numpy(dtype=np.int64)
+        return featurize(transform, schema, frame, spec), labels
+
+    return run
+
+
+class ShardBatches:
+    """Mini-batches streamed from this worker's shard of a Ray Data dataset (the
+    prepared Parquet), featurized as they arrive: no worker holds the split. Each
+    epoch's order follows ``(seed, epoch)`` through a seeded local shuffle buffer."""
+
+    def __init__(self, shard: Any, featurize: Featurize, batch_size: int, rows: int,
+                 world: int, shuffle: bool = False, seed: int = 0) -> None:
+        self.shard, self.featurize, self.batch_size = shard, featurize, batch_size
+        self.rows, self.world, self.shuffle, self.seed, self.epoch = rows, world, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.samples // self.batch_size)
+
+    @property
+    def samples(self) -> int:
+        """Rows per epoch on this rank."""
+        return self.rows // self.world
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        shuffle = {"local_shuffle_buffer_size": 8 * self.batch_size,
+                   "local_shuffle_seed": self.seed * 100_003 + self.epoch} if self.shuffle else {}
+        for frame in self.shard.iter_batches(batch_size=self.batch_size, batch_format="pandas",
+                                             **shuffle):
+            x, y = self.featurize(frame)
+            yield torch.from_numpy(x), torch.from_numpy(y)
+
+
+def rank_param_spread(model: nn.Module) -> float:
+    """How far the ranks' weights are apart: 0 when DDP keeps them in sync. Each rank
+    takes a position-weighted sum of its weights; the spread is the largest minus the
+    smallest over ranks."""
+    total = torch.zeros((), dtype=torch.float64)
+    offset = 0
+    for p in _unwrap(model).parameters():
+        flat = p.detach().reshape(-1).double().cpu()
+        weights = torch.sin(torch.arange(offset, offset + flat.numel(), dtype=torch.float64))
+        total += (flat * weights).sum()
+        offset += flat.numel()
+    device = next(model.parameters()).device
+    high, low = total.to(device).clone(), total.to(device).clone()
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    return float(high - low)
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside DDP's wrapper, whose state dict has no ``module.`` prefix."""
+    inner = getattr(model, "module", model)
+    assert isinstance(inner, torch.nn.Module)
+    return inner
+
+
+EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "lr", "epoch_s", "samples_per_s",
+                 "best_val_loss", "resumed_from", "rank_param_spread")
+"""What each epoch logs to MLflow, from the loop's rank 0 or from a Tune trial's results."""
+
+
+class MlflowLogger:
+    """Params and per-epoch metrics, in batches, to one MLflow run: from rank 0 inside a
+    Train run, or from the Tune driver for its trials."""
+
+    def __init__(self, target: dict[str, str] | None, rank: int) -> None:
+        self.client = None
+        if target and rank == 0:
+            import mlflow
+
+            mlflow.set_tracking_uri(target["tracking_uri"])
+            self.client = mlflow.MlflowClient()
+            self.run_id = target["run_id"]
+
+    def params(self, params: dict[str, Any]) -> None:
+        if self.client:
+            from mlflow.entities import Param
+
+            self.client.log_batch(self.run_id,
+                                  params=[Param(k, str(v)) for k, v in params.items()])
+
+    def metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self.client:
+            from mlflow.entities import Metric
+
+            now = int(1000 * time.time())
+            self.client.log_batch(self.run_id, metrics=[
+                Metric(k, float(metrics[k]), now, step) for k in EPOCH_METRICS if k in metrics])
+
+    def describe(self, config: dict[str, Any], device: torch.device, world: int) -> None:
+        """``config.json`` and ``system.json``: where and how the run trained, for a reader
+        comparing runs. The tracking target stays out (its URI may carry a password)."""
+        if self.client:
+            logged = {k: v.describe() if k == "data" else v for k, v in config.items()
+                      if k != "mlflow"}
+            self.client.log_dict(self.run_id, logged, "config.json")
+            self.client.log_dict(self.run_id, system_info(device, world), "system.json")
+
+    def artifacts(self, local_dir: str | Path, path: str) -> None:
+        if self.client:
+            self.client.log_artifacts(self.run_id, str(local_dir), path)
+
+    def close(self, status: str = "FINISHED") -> None:
+        if self.client:
+            self.client.set_terminated(self.run_id, status)
+
+
+def system_info(device: torch.device, world: int) -> dict[str, Any]:
+    """The rank-0 worker's machine and library versions."""
+    info: dict[str, Any] = {
+        "hostname": socket.gethostname(), "platform": platform.platform(),
+        "python": platform.python_version(), "torch": torch.__version__,
+        "numpy": np.__version__, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "device": str(device), "world_size": world,
+    }
+    if "ray" in sys.modules:
+        info["ray"] = sys.modules["ray"].__version__
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def run_params(config: dict[str, Any], world: int) -> dict[str, Any]:
+    """A run's params as MLflow shows them."""
+    return {**config["loop"], **config["spec"], "workers": world}
+
+
+@dataclass
+class Outcome:
+    """A run's best weights (lowest validation loss) and every epoch's metrics."""
+
+    state_dict: dict[str, torch.Tensor]
+    history: list[dict[str, float]]
+
+
+def train_in_process(config: dict[str, Any], device: torch.device | None = None) -> Outcome:
+    """``run_epochs`` in this process on one device, without Ray: what a Ray Train worker
+    runs, for tests and benches."""
+    device = device or torch.device("cpu")
+    history: list[dict[str, float]] = []
+    best: dict[str, Any] = {}
+
+    def report(metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+        history.append(metrics)
+        if state is not None and state["improved"]:  # the live weights: copy them
+            best.update({k: v.detach().clone() for k, v in state["model"].items()})
+
+    run_epochs(config, 0, 1, device, lambda model: model.to(device), report, None, None)
+    return Outcome(best, history)

@@ -10,16 +10,18 @@ from components.common.settings import IMAGE
 def tune_model(
     config_json: str,
     mlflow_run_id: str,
+    features: Input[Dataset],
     train: Input[Dataset],
     val: Input[Dataset],
     transform: Input[Artifact],
 ) -> str:
-    """Search hyperparameters with Ray Tune (ASHA + Optuna), one Ray Train run per trial.
+    """Search hyperparameters with Ray Tune (ASHA + Optuna), one process per trial.
 
     Args:
         config_json: The resolved mlcycle settings as JSON; tune.* sets space and budget.
         mlflow_run_id: The pipeline run's MLflow parent run; trials are nested under it.
-        train: Clean training rows.
+        features: featurize_data's output, the model's inputs.
+        train: Clean training rows, streamed by Ray Data with data.engine ray.
         val: Clean validation rows; trials are ranked on them.
         transform: The fitted feature transform from prepare_data.
 
@@ -31,9 +33,11 @@ def tune_model(
 
     from components.common.errors import reported
     from components.common.settings import Settings
+    from components.training.stage import load_run_features
     from components.tuning.tune import run_tune
 
     with reported():
-        best = run_tune(Settings.from_json(config_json), mlflow_run_id, Path(train.path),
-                        Path(val.path), Path(transform.path))
+        inputs = load_run_features(Path(features.path), Path(train.path), Path(val.path),
+                                   Path(transform.path))
+        best = run_tune(Settings.from_json(config_json), mlflow_run_id, inputs)
     return json.dumps(best)

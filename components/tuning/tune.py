@@ -8,26 +8,20 @@ small trial's epochs (``tune_trial_loop``). The final model is a Ray Train run.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from components.common import tracking
 from components.common.compute import ray_session
 from components.common.errors import UserError
+from components.common.policy import search_space, with_params
 from components.common.settings import Settings
-from components.training.ray_train import (
-    MlflowLogger,
-    run_params,
-    save_features,
-    scaling_for,
-    tune_trial_loop,
-    with_params,
-)
-from components.training.stage import model_inputs, trial_config
+from components.training.featurize import Features
+from components.training.loop import MlflowLogger, run_params
+from components.training.ray_train import scaling_for, tune_trial_loop
+from components.training.stage import trial_config
 
 
-def search_space(space: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
+def tune_domains(space: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
     """Config domains to Ray Tune domains."""
     from ray import tune
 
@@ -41,14 +35,13 @@ def search_space(space: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
     return out
 
 
-def run_tune(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
-             transform_dir: Path) -> dict[str, Any]:
+def run_tune(settings: Settings, mlflow_run_id: str, features: Features) -> dict[str, Any]:
     """Search; returns the best trial's hyperparameters and its score."""
     if not settings.tune.enabled:
         return {"params": {}, "trials": 0}
     cfg = settings.tune
     mode = "min" if cfg.metric == "val_loss" else "max"
-    grid = search(settings, mlflow_run_id, train, val, transform_dir)
+    grid = search(settings, mlflow_run_id, features)
     best = grid.get_best_result(cfg.metric, mode)
     if best.metrics is None or best.config is None:
         raise RuntimeError(f"no trial reported {cfg.metric}")
@@ -56,8 +49,7 @@ def run_tune(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
             cfg.metric: best.metrics[cfg.metric], "trials": len(grid)}
 
 
-def search(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
-           transform_dir: Path) -> Any:
+def search(settings: Settings, mlflow_run_id: str, features: Features) -> Any:
     """Run every trial; returns Tune's ResultGrid."""
     import optuna
     from ray import tune
@@ -70,18 +62,15 @@ def search(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
 
     cfg = settings.tune
     mode = "min" if cfg.metric == "val_loss" else "max"
-    inputs = model_inputs(settings, transform_dir, train, val)
     tracking.configure(settings)
-    with tempfile.TemporaryDirectory() as tmp, ray_session(settings.ray):
-        features = Path(tmp) / "features.npz"
-        save_features(features, inputs.train, inputs.val)
-        base = trial_config(settings, {}, inputs, features, epochs=cfg.max_epochs)
-        family = inputs.family.name
-        del inputs  # trials read the file and get a plain config: a small, light closure
+    space = search_space(cfg.search_space, features.family.name, settings.train.freeze_encoder)
+    with ray_session(settings.ray):
+        # Trials read the features' files and get a plain config: a small, light closure.
+        base = trial_config(settings, {}, features, epochs=cfg.max_epochs)
         scaling = scaling_for(1, settings.train.cpus_per_worker, settings.train.use_gpu)
         base |= {"threads": scaling.cpus_per_worker, "use_gpu": scaling.use_gpu}
         concurrent = _concurrency(cfg.max_concurrent, scaling.cpus_per_worker,
-                                  streamed="ray_data" in base)
+                                  streamed=features.stream is not None)
 
         def trial(params: dict[str, Any]) -> None:
             tune_trial_loop(with_params(base, params))
@@ -89,7 +78,7 @@ def search(settings: Settings, mlflow_run_id: str, train: Path, val: Path,
         tuner = tune.Tuner(
             tune.with_resources(trial, {"CPU": scaling.cpus_per_worker,
                                         "GPU": 1 if scaling.use_gpu else 0}),
-            param_space=search_space(cfg.space(family, settings.train.freeze_encoder)),
+            param_space=tune_domains(space),
             tune_config=tune.TuneConfig(
                 metric=cfg.metric, mode=mode, num_samples=cfg.num_samples,
                 # BasicVariantGenerator limits itself (Tune warns and ignores this for it).

@@ -13,10 +13,12 @@ import pytest
 
 from components.common import tracking
 from components.common.settings import Settings
-from components.data.prepare import PreparedPaths, prepare
+from components.data.prepare import prepare
+from components.data.prepared import PreparedPaths
 from components.evaluation.evaluate import evaluate_bundle
+from components.training.featurize import FEATURES_FILE, STREAM_PROBE_ROWS
 from components.training.model import load_bundle
-from components.training.stage import STREAM_PROBE_ROWS, model_inputs, run_train
+from components.training.stage import load_run_features, run_featurize, run_train
 from tests.conftest import FAST, scenario_sources
 
 pytestmark = pytest.mark.slow
@@ -32,11 +34,16 @@ def test_training_streams_ray_data_shards(scenario: Path, tmp_path: Path) -> Non
     prepare(settings.data, PreparedPaths(out / "train.pq", out / "val.pq", out / "test.pq",
                                          out / "q.pq", out / "transform", out / "report"))
     assert (out / "train.pq").is_dir()  # Ray Data wrote the split as a dataset of parts
-    inputs = model_inputs(settings, out / "transform", out / "train.pq", out / "val.pq")
-    assert inputs.streamed and inputs.train[0].shape[0] == STREAM_PROBE_ROWS  # no driver arrays
+    described = run_featurize(settings, out / "train.pq", out / "val.pq", out / "transform",
+                              tmp_path / "features")
+    assert described["streamed"]
+    # Only the description and a probe's width: the workers featurize their own shards.
+    assert [f.name for f in (tmp_path / "features").iterdir()] == [FEATURES_FILE]
+    assert STREAM_PROBE_ROWS < 100
+    features = load_run_features(tmp_path / "features", out / "train.pq", out / "val.pq",
+                                 out / "transform")
     parent = tracking.start_parent_run(settings, "ray-data-train")
-    result = run_train(settings, parent, {}, out / "train.pq", out / "val.pq",
-                       out / "transform", tmp_path / "model")
+    result = run_train(settings, parent, {}, features, out / "transform", tmp_path / "model")
     meta = json.loads((tmp_path / "model" / "model.json").read_text())
     assert meta["scaling"]["workers"] == 2
     metrics = evaluate_bundle(load_bundle(tmp_path / "model"), pd.read_parquet(out / "test.pq"),

@@ -13,13 +13,14 @@ import torch
 
 from components.common import tracking
 from components.common.settings import Settings
-from components.data.prepare import PreparedPaths, prepare
+from components.data.prepare import prepare
+from components.data.prepared import PreparedPaths
 from components.evaluation.evaluate import evaluate_bundle
 from components.registry.component import register_model
-from components.training.loop import LoopParams, fit, make_loader
+from components.training.loop import train_in_process
 from components.training.model import load_bundle, load_features, save_bundle
 from components.training.networks import ModelSpec, build_mlp
-from tests.conftest import scenario_sources
+from tests.conftest import loop_config, scenario_sources
 
 pytestmark = pytest.mark.slow
 
@@ -40,8 +41,10 @@ def _bundle(out: Path, prepared: Path, epochs: int) -> Path:
     model = build_mlp(spec)
     state = model.state_dict()
     if epochs:
-        state, _ = fit(model, make_loader(xt, yt, 32, True), make_loader(xv, yv, 256, False),
-                       LoopParams(epochs=epochs, lr=3e-3, patience=epochs))
+        config = loop_config(out.parent / f"{out.name}-features", (xt, yt), (xv, yv),
+                             {"epochs": epochs, "lr": 3e-3, "patience": epochs, "seed": 0},
+                             {"n_classes": spec.n_classes, "hidden": 32, "depth": 1})
+        state = train_in_process(config).state_dict
     save_bundle(out, state, spec, prepared / "transform")
     return out
 

@@ -11,22 +11,22 @@ import mlflow
 import numpy as np
 import torch
 
-from components.training.ray_train import run_epochs, save_features
+from components.training.loop import run_epochs
+from tests.conftest import loop_config
 
 
 def test_rank_zero_logs_params_metrics_config_and_system(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 300).astype(np.int64)
     x = (rng.normal(size=(300, 4)) + y[:, None]).astype(np.float32)
-    save_features(tmp_path / "f.npz", (x[:240], y[:240]), (x[240:], y[240:]))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
     experiment = client.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
     run_id = client.create_run(experiment).info.run_id
-    config = {"loop": {"epochs": 3, "batch_size": 32, "lr": 1e-2, "patience": 3},
-              "spec": {"n_features": 4, "n_classes": 3, "hidden": 8, "depth": 1},
-              "features_path": str(tmp_path / "f.npz"),
-              "mlflow": {"tracking_uri": uri, "run_id": run_id}}
+    config = loop_config(tmp_path / "f", (x[:240], y[:240]), (x[240:], y[240:]),
+                         {"epochs": 3, "batch_size": 32, "lr": 1e-2, "patience": 3},
+                         {"n_classes": 3, "hidden": 8, "depth": 1})
+    config["mlflow"] = {"tracking_uri": uri, "run_id": run_id}
     reported: list[dict[str, float]] = []
     run_epochs(config, 0, 1, torch.device("cpu"), lambda model: model,
                lambda metrics, _state: reported.append(metrics), None, None)
@@ -40,6 +40,7 @@ def test_rank_zero_logs_params_metrics_config_and_system(tmp_path: Path) -> None
     files = Path(client.download_artifacts(run_id, "", str(tmp_path / "out")))
     logged = json.loads((files / "config.json").read_text())
     assert logged["loop"] == config["loop"] and "mlflow" not in logged  # no tracking secrets
+    assert logged["data"]["folder"] == str(tmp_path / "f")
     system = json.loads((files / "system.json").read_text())
     assert system["torch"] == torch.__version__ and system["device"] == "cpu"
     assert system["world_size"] == 1

@@ -10,11 +10,20 @@ import pytest
 
 from components.common import tracking
 from components.common.settings import Settings
-from components.data.prepare import PreparedPaths, prepare
+from components.data.prepare import prepare
+from components.data.prepared import PreparedPaths
+from components.training.featurize import Features
+from components.training.stage import load_run_features, run_featurize
 from components.tuning.tune import run_tune
 from tests.conftest import scenario_sources
 
 pytestmark = pytest.mark.slow
+
+
+def _features(settings: Settings, prepared: Path) -> Features:
+    splits = (prepared / "train.pq", prepared / "val.pq", prepared / "transform")
+    run_featurize(settings, *splits, prepared / "features")
+    return load_run_features(prepared / "features", *splits)
 
 
 def test_tune_picks_the_best_trial_by_the_configured_metric(scenario: Path,
@@ -30,7 +39,7 @@ def test_tune_picks_the_best_trial_by_the_configured_metric(scenario: Path,
     prepare(settings.data, PreparedPaths(out / "train.pq", out / "val.pq", out / "test.pq",
                                          out / "q.pq", out / "transform", out / "report"))
     parent = tracking.start_parent_run(settings, "tune-test")
-    result = run_tune(settings, parent, out / "train.pq", out / "val.pq", out / "transform")
+    result = run_tune(settings, parent, _features(settings, out))
     experiment = tracking.configure(settings)
     trials = mlflow.MlflowClient().search_runs(
         [experiment], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
@@ -63,5 +72,5 @@ def test_trials_that_stream_through_ray_data_leave_it_a_cpu(scenario: Path,
     prepare(settings.data, PreparedPaths(out / "train.pq", out / "val.pq", out / "test.pq",
                                          out / "q.pq", out / "transform", out / "report"))
     parent = tracking.start_parent_run(settings, "tune-stream-test")
-    result = run_tune(settings, parent, out / "train.pq", out / "val.pq", out / "transform")
+    result = run_tune(settings, parent, _features(settings, out))
     assert result["trials"] == 2 and result["val_loss"] > 0

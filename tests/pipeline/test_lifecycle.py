@@ -20,11 +20,18 @@ pytestmark = pytest.mark.slow
 
 
 def test_lifecycle_end_to_end(scenario: Path, tmp_path: Path) -> None:
+    from components.data.generate import generate
+
+    # A later batch whose customers spend, use and stay differently: the drift check
+    # must say so (one that does nothing would report no drift and fail this test).
+    generate(tmp_path / "drifted", rows=1000, seed=3, drift="covariate")
     settings = Settings(
         workdir=tmp_path / "work",
-        data={"sources": scenario_sources(scenario), "target": "category"},
+        data={"sources": scenario_sources(scenario), "target": "category",
+              "contract": scenario / "contract.yaml"},
         registry={"model_name": "tickets-test"},
         serving={"port": free_port()},
+        monitoring={"current": scenario_sources(tmp_path / "drifted"), "drift_share": 0.2},
         **FAST,
     )
     events: list[tuple[str, str]] = []
@@ -45,13 +52,16 @@ def test_lifecycle_end_to_end(scenario: Path, tmp_path: Path) -> None:
         assert summary["model"] == {"name": "tickets-test", "version": "1", "alias": "champion",
                                     "uri": "models:/tickets-test@champion"}
         assert summary["tuning"]["trials"] == FAST["tune"]["num_samples"]
-        assert summary["drift"]["dataset_drift"] is False
-        assert 0 <= summary["drift"]["drifted_share"] < 0.5
+        assert summary["drift"]["dataset_drift"] is True
+        assert summary["drift"]["drifted_share"] >= 0.2
         for key in ("data_quality_report", "quarantine", "confusion_matrix", "metrics_file",
                     "drift_report"):
             assert Path(summary["artifacts"][key]).stat().st_size > 0, key
         assert_no_pii(settings.workdir, manifest["pii"]["values"])  # runs, MLflow, reports, logs
-        assert next(s for s, state in events if state == "SUCCESS") == "prepare-data"
+        done = [s for s, state in events if state == "SUCCESS"]
+        order = [done.index(s) for s in ("prepare-data", "featurize-data", "tune-model",
+                                          "train-model")]
+        assert order == sorted(order), done
 
         import mlflow
 

@@ -21,18 +21,44 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
 
 
 def test_text_models_get_fine_tuning_rates_unless_configured(tmp_path: Path) -> None:
+    """Family defaults are resolved where a stage asks for them, from the settings as
+    the pipeline passes them: their resolved JSON, in which every field is set."""
+    from components.common.policy import learning_rate, search_space
+
     base = "data:\n  sources: [{name: a, uri: a.csv}]\n  target: y\n"
-    s = load_settings(write(tmp_path, base))
-    assert s.train.learning_rate("tabular") == 3e-3
-    assert s.train.learning_rate("text") == 5e-5  # the MLP's 3e-3 would wreck the encoder
-    assert s.tune.space("tabular", False) == s.tune.search_space
-    text = s.tune.space("text", False)
+    s = Settings.from_json(load_settings(write(tmp_path, base)).to_json())
+    assert s.train.lr is None and s.tune.search_space is None
+    assert learning_rate(s.train.lr, "tabular", False) == 3e-3
+    assert learning_rate(s.train.lr, "text", False) == 5e-5  # 3e-3 would wreck the encoder
+    assert "hidden" in search_space(s.tune.search_space, "tabular", False)
+    text = search_space(s.tune.search_space, "text", False)
     assert "hidden" not in text and text["lr"]["loguniform"][1] <= 2e-4
-    assert s.tune.space("text", True)["lr"]["loguniform"][0] >= 1e-4  # the head alone
-    mine = load_settings(write(tmp_path, base + "train: {lr: 0.01}\ntune:\n  search_space:\n"
-                                              "    hidden: {choice: [8]}\n"))
-    assert mine.train.learning_rate("text") == 0.01
-    assert mine.tune.space("text", False) == {"hidden": {"choice": [8]}}
+    assert search_space(s.tune.search_space, "text", True)["lr"]["loguniform"][0] >= 1e-4
+    mine = Settings.from_json(load_settings(write(
+        tmp_path, base + "train: {lr: 0.01}\ntune:\n  search_space:\n"
+                         "    hidden: {choice: [8]}\n")).to_json())
+    assert learning_rate(mine.train.lr, "text", False) == 0.01
+    assert search_space(mine.tune.search_space, "text", False) == {"hidden": {"choice": [8]}}
+
+
+def test_the_pipeline_carries_unset_family_defaults_as_unset(tmp_path: Path) -> None:
+    """The compiled pipeline's settings parameter leaves lr and the search space unset,
+    so a text model is not tuned with the MLP's rates."""
+    from kfp import compiler
+
+    from pipelines.lifecycle import lifecycle
+
+    settings = load_settings(write(tmp_path, "data:\n  sources: [{name: a, uri: a.csv}]\n"
+                                             "  target: y\n"))
+    ir = tmp_path / "lifecycle.yaml"
+    compiler.Compiler().compile(lifecycle, str(ir),
+                                pipeline_parameters={"config_json": settings.to_json()})
+    import yaml
+
+    spec = yaml.safe_load(ir.read_text())
+    value = spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]
+    resolved = json.loads(value)
+    assert resolved["train"]["lr"] is None and resolved["tune"]["search_space"] is None
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -10,11 +10,12 @@ from components.training.loop import (
     EarlyStopping,
     LoopParams,
     data_device,
-    fit,
     make_loader,
     seed_everything,
+    train_in_process,
 )
-from components.training.networks import ModelSpec, build_mlp
+from components.training.networks import ModelSpec, build_mlp, build_model
+from tests.conftest import loop_config
 
 
 def blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -25,31 +26,57 @@ def blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.int64)
 
 
-def test_plain_loop_learns_without_ray() -> None:
-    seed_everything(0)
+def test_plain_loop_learns_without_ray(tmp_path) -> None:  # type: ignore[no-untyped-def]
     (xt, yt), (xv, yv) = blobs(600, 0), blobs(200, 1)
-    model = build_mlp(ModelSpec(n_features=5, n_classes=3, hidden=16, depth=1, dropout=0.0))
-    params = LoopParams(epochs=15, batch_size=32, lr=1e-2, patience=3)
-    state, history = fit(model, make_loader(xt, yt, 32, True, 0), make_loader(xv, yv, 256, False),
-                         params)
-    assert history[-1]["val_accuracy"] > 0.9
-    model.load_state_dict(state)
+    spec = {"n_classes": 3, "hidden": 16, "depth": 1, "dropout": 0.0}
+    config = loop_config(tmp_path, (xt, yt), (xv, yv),
+                         {"epochs": 15, "batch_size": 32, "lr": 1e-2, "patience": 3}, spec)
+    outcome = train_in_process(config)
+    assert outcome.history[-1]["val_accuracy"] > 0.9
+    model = build_mlp(ModelSpec(n_features=5, **spec))
+    model.load_state_dict(outcome.state_dict)  # the best epoch's weights, not the live ones
     with torch.no_grad():
         acc = (model(torch.from_numpy(xv)).argmax(1).numpy() == yv).mean()
     assert acc > 0.9
+    best = min(range(len(outcome.history)), key=lambda i: outcome.history[i]["val_loss"])
+    assert outcome.history[-1]["best_val_loss"] == pytest.approx(
+        outcome.history[best]["val_loss"])
 
 
-def test_same_seed_same_weights() -> None:
-    def run() -> dict[str, torch.Tensor]:
-        seed_everything(1)
+def test_early_stopping_stops_the_loop_and_keeps_the_best_epoch(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Memorizable noise: validation loss rises after a few epochs, so the run stops
+    ``patience`` epochs after its best one, whose weights it returns."""
+    rng = np.random.default_rng(0)
+    xt = rng.normal(size=(64, 20)).astype(np.float32)
+    yt = rng.integers(0, 2, 64)
+    xv = rng.normal(size=(200, 20)).astype(np.float32)
+    yv = rng.integers(0, 2, 200)
+    spec = {"n_classes": 2, "hidden": 64, "depth": 2, "dropout": 0.0}
+    config = loop_config(tmp_path, (xt, yt), (xv, yv),
+                         {"epochs": 60, "batch_size": 8, "lr": 1e-2, "patience": 3}, spec)
+    outcome = train_in_process(config)
+    losses = [m["val_loss"] for m in outcome.history]
+    best = int(np.argmin(losses))
+    assert len(losses) == best + 1 + 3 < 60  # stopped three epochs after its best
+    model = build_mlp(ModelSpec(n_features=20, **spec))
+    model.load_state_dict(outcome.state_dict)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(xv))
+    loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(yv)).item()
+    assert loss == pytest.approx(losses[best], rel=1e-4)
+
+
+def test_same_seed_same_weights(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    def run(seed: int) -> dict[str, torch.Tensor]:
         x, y = blobs(200, 0)
-        model = build_mlp(ModelSpec(n_features=5, n_classes=3, hidden=8, depth=1))
-        state, _ = fit(model, make_loader(x, y, 16, True, 1), make_loader(x, y, 64, False),
-                       LoopParams(epochs=2, batch_size=16))
-        return state
+        config = loop_config(tmp_path / str(seed), (x, y), (x, y),
+                             {"epochs": 2, "batch_size": 16, "seed": seed},
+                             {"n_classes": 3, "hidden": 8, "depth": 1})
+        return train_in_process(config).state_dict
 
-    a, b = run(), run()
+    a, b, other = run(1), run(1), run(2)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], other[k]) for k in a)
 
 
 def test_splits_go_to_the_gpu_only_when_they_fit(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,13 +93,13 @@ def test_sparse_features_train_as_their_dense_form(tmp_path) -> None:  # type: i
     """TF-IDF splits stay CSR in memory and on disk; each batch is densified alone."""
     from scipy import sparse
 
-    from components.training.ray_train import load_saved_features, save_features
+    from components.training.featurize import read_arrays, write_arrays
 
     x, y = blobs(300, 0)
     x[np.abs(x) < 1.0] = 0.0  # mostly zeros, as TF-IDF is
     csr = sparse.csr_matrix(x)
-    save_features(tmp_path / "f.npz", (csr, y), (x[:50], y[:50]))
-    saved = load_saved_features(tmp_path / "f.npz")
+    write_arrays(tmp_path / "f", (csr, y), (x[:50], y[:50]))
+    saved = read_arrays(tmp_path / "f")
     assert sparse.issparse(saved["x_train"]) and isinstance(saved["x_val"], np.ndarray)
     assert np.array_equal(saved["x_train"].toarray(), x)
     for rank in (0, 1):
@@ -189,14 +216,14 @@ def test_schedules_shape_the_learning_rate() -> None:
     assert onecycle[0] < 0.01 and max(onecycle) == pytest.approx(0.1, rel=0.05)
 
 
-def test_l1_penalty_shrinks_weights() -> None:
+def test_l1_penalty_shrinks_weights(tmp_path) -> None:  # type: ignore[no-untyped-def]
     def weight_norm(l1: float) -> float:
-        seed_everything(0)
         x, y = blobs(300, 0)
-        model = build_mlp(ModelSpec(n_features=5, n_classes=3, hidden=16, depth=1))
-        fit(model, make_loader(x, y, 32, True), make_loader(x, y, 256, False),
-            LoopParams(epochs=5, lr=1e-2, l1=l1, patience=5))
-        return float(sum(p.detach().abs().sum() for p in model.parameters() if p.ndim > 1))
+        config = loop_config(tmp_path / str(l1), (x, y), (x, y),
+                             {"epochs": 5, "lr": 1e-2, "l1": l1, "patience": 5, "seed": 0},
+                             {"n_classes": 3, "hidden": 16, "depth": 1})
+        state = train_in_process(config).state_dict
+        return float(sum(v.abs().sum() for v in state.values() if v.ndim > 1))
 
     assert weight_norm(1e-2) < 0.7 * weight_norm(0.0)
 
@@ -230,9 +257,8 @@ def test_model_family_follows_the_data() -> None:
 
 
 @pytest.mark.slow
-def test_text_model_fine_tunes_minilm_and_can_freeze_it() -> None:
+def test_text_model_fine_tunes_minilm_and_can_freeze_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from components.data.features import text_tokens
-    from components.training.networks import build_model
 
     seed_everything(0)
     words = {0: ["refund", "invoice", "charged twice", "billing"],
@@ -243,14 +269,16 @@ def test_text_model_fine_tunes_minilm_and_can_freeze_it() -> None:
     x = text_tokens(pd.DataFrame({"body": texts}), max_length=24)
     assert x.shape == (160, 2, 24) and x.dtype == np.int64
     for freeze in (False, True):
-        model = build_model(ModelSpec(n_features=48, n_classes=2, family="text",
-                                      freeze=freeze, max_length=24, dropout=0.0))
-        before = {k: v.clone() for k, v in model.state_dict().items() if "encoder" in k}
-        _, history = fit(model, make_loader(x[:120], y[:120], 16, True),
-                         make_loader(x[120:], y[120:], 64, False),
-                         LoopParams(epochs=3, lr=3e-4 if not freeze else 3e-2, patience=3))
-        assert history[-1]["val_accuracy"] >= 0.9, (freeze, history)
-        after = model.state_dict()
+        spec = {"n_classes": 2, "family": "text", "freeze": freeze, "max_length": 24,
+                "dropout": 0.0}
+        before = {k: v.clone() for k, v in build_model(ModelSpec(48, **spec)).state_dict()
+                  .items() if "encoder" in k}  # the shipped weights
+        config = loop_config(tmp_path / str(freeze), (x[:120], y[:120]), (x[120:], y[120:]),
+                             {"epochs": 3, "batch_size": 16, "patience": 3,
+                              "lr": 3e-4 if not freeze else 3e-2}, spec)
+        outcome = train_in_process(config)
+        assert outcome.history[-1]["val_accuracy"] >= 0.9, (freeze, outcome.history)
+        after = outcome.state_dict
         unchanged = all(torch.equal(before[k], after[k]) for k in before)
         assert unchanged == freeze
 
