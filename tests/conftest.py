@@ -14,6 +14,19 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+@pytest.fixture(autouse=True)
+def _ray_only_in_slow_tests(request: pytest.FixtureRequest,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """``make test-fast`` (``-m "not slow"``) starts no Ray: a test that would, fails."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("this test starts Ray: mark it slow")
+
+    monkeypatch.setattr("ray.init", refuse)
+
+
 @pytest.fixture(scope="session")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default scenario at 600 rows; its manifest says what was planted."""

@@ -167,17 +167,26 @@ def _read_csv(source: Source, nrows: int | None) -> SourceTable:
 
 
 def _lines(data: bytes, numbers: set[int], encoding: str) -> list[str]:
-    """The raw lines with these 1-based numbers, without splitting the whole file (a list
-    of every line costs more memory than the parsed frame)."""
+    """The raw text of the records pandas numbers so (1-based, the header first), without
+    splitting the whole file (a list of every line costs more memory than the parsed
+    frame). pandas counts a record whose quoted field spans lines as one line, so
+    physical lines are joined until their quotes balance."""
     out: list[str] = []
     if not numbers:
         return out
-    for i, line in enumerate(io.BytesIO(data), start=1):
-        if i in numbers:
-            out.append(line.decode(encoding, errors="replace").removesuffix("\n")
+    record, parts, quotes = 0, [], 0
+    for line in io.BytesIO(data):
+        parts.append(line)
+        quotes += line.count(b'"')
+        if quotes % 2:  # inside a quoted field: the record goes on
+            continue
+        record += 1
+        if record in numbers:
+            out.append(b"".join(parts).decode(encoding, errors="replace").removesuffix("\n")
                        .rstrip("\r"))
             if len(out) == len(numbers):
                 break
+        parts, quotes = [], 0
     return out
 
 

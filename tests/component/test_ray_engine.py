@@ -18,6 +18,8 @@ from components.data.prepare import prepare
 from components.data.prepared import PreparedPaths
 from tests.conftest import assert_no_pii, scenario_sources
 
+pytestmark = pytest.mark.slow
+
 
 def _paths(root: Path) -> PreparedPaths:
     return PreparedPaths(root / "train.pq", root / "val.pq", root / "test.pq", root / "q.pq",

@@ -15,7 +15,7 @@ from components.data.prepare import prepare
 from components.data.prepared import PreparedPaths
 from components.evaluation.evaluate import evaluate_bundle
 from components.training.model import load_bundle
-from components.training.stage import run_train
+from components.training.stage import load_run_features, run_featurize, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -47,8 +47,10 @@ def test_holdout_accuracy_on_real_data(name: str, floor: float, family: str,
                                                   out / "transform", out / "report"))
     assert report["rows"]["input"] == len(frame)
     parent = tracking.start_parent_run(settings, f"real-{name}")
-    run_train(settings, parent, {}, out / "train.pq", out / "val.pq", out / "transform",
-              tmp_path / "model")
+    splits = (out / "train.pq", out / "val.pq", out / "transform")
+    run_featurize(settings, *splits, out / "features")
+    run_train(settings, parent, {}, load_run_features(out / "features", *splits),
+              out / "transform", tmp_path / "model")
     metrics = evaluate_bundle(load_bundle(tmp_path / "model"), pd.read_parquet(out / "test.pq"),
                               tmp_path / "eval")
     assert metrics["accuracy"] >= floor, metrics["accuracy"]

@@ -137,3 +137,12 @@ def test_sql_names_are_quoted_and_a_query_is_limited(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="source 's': SQL read failed") as info:
         read_source(src(uri, table="missing"))
     assert "\n" not in str(info.value)
+
+
+def test_a_malformed_record_after_a_multiline_field_keeps_its_own_text(tmp_path: Path) -> None:
+    """pandas numbers records, not physical lines: the text kept is the bad record's."""
+    path = tmp_path / "t.csv"
+    path.write_text('a,b,y\n1,"two\nlines",x\n\n5,6,z,extra\n7,"8",w\n')
+    table = read_source(Source(name="t", uri=str(path)))
+    assert table.malformed == ["5,6,z,extra"]
+    assert table.frame["b"].tolist() == ["two\nlines", "8"]
