@@ -47,7 +47,7 @@ from components.data.privacy import (
     privacy_report,
     scrub_frame,
 )
-from components.data.sources import SourceTable, read_source, source_format
+from components.data.sources import SourceTable, plain_dtypes, read_source, source_format
 from components.data.steps import (
     EXACT,
     NEAR,
@@ -203,7 +203,7 @@ def _blockwise(fn: Callable[..., pd.DataFrame]) -> Callable[..., pa.Table]:
     the pandas engine sees (None for a missing text, NaN for a missing number)."""
 
     def run(batch: pa.Table, **kwargs: Any) -> pa.Table:
-        out = _arrow(fn(batch.to_pandas(), **kwargs))
+        out = _arrow(fn(plain_dtypes(batch.to_pandas()), **kwargs))
         _release()
         return out
 
@@ -240,8 +240,8 @@ def _arrow(frame: pd.DataFrame) -> pa.Table:
 
 def _to_pandas(ds: Any) -> pd.DataFrame:
     tables = list(ds.iter_batches(batch_format="pyarrow", batch_size=None))
-    return pa.concat_tables(tables, promote_options="permissive").to_pandas() if tables \
-        else pd.DataFrame()
+    return plain_dtypes(pa.concat_tables(tables, promote_options="permissive").to_pandas()) \
+        if tables else pd.DataFrame()
 
 
 def _map(ds: Any, fn: Callable[..., pd.DataFrame], **kwargs: Any) -> Any:

@@ -238,6 +238,39 @@ def _select_all(origin: FromClause, nrows: int | None) -> Select[Any]:
     return stmt if nrows is None else stmt.limit(int(nrows))
 
 
+def plain_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """A typed export's columns as the CSV reader would give them, so every source is
+    judged, split, served and signed alike: pandas categoricals as their values, nullable
+    integers and floats and decimals as float64 (NaN where missing), nullable booleans
+    and Arrow strings as objects (None where missing), zoned datetimes in UTC."""
+    import decimal
+
+    out = {}
+    for col in frame.columns:
+        values = frame[col]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            values = values.astype(values.cat.categories.dtype)
+            if isinstance(values.dtype, pd.CategoricalDtype):  # categories of mixed types
+                values = values.astype(object)
+        if isinstance(values.dtype, pd.DatetimeTZDtype):
+            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        elif values.dtype == object and len(values) and isinstance(
+                values.dropna().iloc[0] if values.notna().any() else None, decimal.Decimal):
+            values = pd.to_numeric(values, errors="coerce").astype("float64")
+        elif isinstance(values.dtype, pd.ArrowDtype | pd.StringDtype | pd.BooleanDtype):
+            if pd.api.types.is_numeric_dtype(values.dtype) and \
+                    not pd.api.types.is_bool_dtype(values.dtype):
+                values = values.astype("float64")
+            else:
+                values = values.astype(object).where(values.notna(), None)
+        elif pd.api.types.is_extension_array_dtype(values.dtype) and \
+                pd.api.types.is_numeric_dtype(values.dtype):  # Int64, Float64
+            values = values.astype("float64")
+        if values is not frame[col]:
+            out[col] = values
+    return frame.assign(**out) if out else frame
+
+
 def read_source(source: Source, nrows: int | None = None) -> SourceTable:
     """Read one source in full (or its first ``nrows`` rows, for a quick check)."""
     fmt = source_format(source)
@@ -261,4 +294,5 @@ def read_source(source: Source, nrows: int | None = None) -> SourceTable:
         table = SourceTable(source.name, frame)
     if table.frame.empty and not table.malformed:
         raise UserError(f"source {source.name!r}: {source.uri} has no rows")
+    table.frame = plain_dtypes(table.frame)
     return table

@@ -34,7 +34,7 @@ def _paths(root: Path) -> PreparedPaths:
                          root / "transform", root / "report")
 
 
-@pytest.mark.parametrize("engine", ["pandas", "ray"])
+@pytest.mark.parametrize("engine", ["pandas", pytest.param("ray", marks=pytest.mark.slow)])
 def test_s3_sources_read_like_local_files(scenario: Path, tmp_path: Path, s3_endpoint: str,
                                           engine: str) -> None:
     import boto3

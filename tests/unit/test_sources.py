@@ -1,6 +1,7 @@
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -146,3 +147,54 @@ def test_a_malformed_record_after_a_multiline_field_keeps_its_own_text(tmp_path:
     table = read_source(Source(name="t", uri=str(path)))
     assert table.malformed == ["5,6,z,extra"]
     assert table.frame["b"].tolist() == ["two\nlines", "8"]
+
+
+def test_typed_parquet_columns_read_as_a_csv_export_would(tmp_path: Path) -> None:
+    """A table that went through pandas' astype("category"), nullable integers and
+    booleans, zoned datetimes and decimals: plain dtypes, so MLflow's signature enforcement
+    (which crashed on ``category`` at register time) takes the rows a client sends."""
+    import decimal
+
+    from mlflow.models import infer_signature
+    from mlflow.models.utils import _enforce_schema
+
+    from components.common.settings import DataSettings
+    from components.data.prepare import prepare
+    from components.data.prepared import PreparedPaths
+    from components.registry.register import input_example
+
+    n = 200
+    rng = np.random.default_rng(0)
+    plan = pd.Series(rng.choice(["free", "pro", "team"], n)).astype("category")
+    frame = pd.DataFrame({
+        "plan": plan,
+        "seats": pd.array(np.where(rng.random(n) < 0.1, None, rng.integers(1, 50, n)),
+                          dtype="Int64"),
+        "trial": pd.array(np.where(rng.random(n) < 0.1, None, rng.random(n) < 0.5),
+                          dtype="boolean"),
+        "signed_up": pd.date_range("2024-01-01 08:00", periods=n, freq="7h",
+                                   tz="Europe/Berlin"),
+        "spend": [decimal.Decimal(f"{v:.2f}") for v in rng.uniform(1, 99, n)],
+        "churned": pd.Series(rng.choice(["yes", "no"], n)).astype("category"),
+    })
+    frame.to_parquet(tmp_path / "typed.parquet")
+    table = read_source(Source(name="t", uri=str(tmp_path / "typed.parquet")))
+    dtypes = {c: str(t) for c, t in table.frame.dtypes.items()}
+    assert dtypes == {"plan": "object", "seats": "float64", "trial": "object",
+                      "signed_up": "datetime64[ns]", "spend": "float64", "churned": "object"}
+    assert table.frame["seats"].isna().sum() == int(frame["seats"].isna().sum())
+    out = tmp_path / "o"
+    report = prepare(DataSettings(sources=[{"name": "t", "uri": str(tmp_path / "typed.parquet")}],
+                                  target="churned"),
+                     PreparedPaths(out / "tr.pq", out / "va.pq", out / "te.pq", out / "q.pq",
+                                   out / "transform", out / "report"))
+    assert report["rows"]["clean"] == n
+    schema = report["schema"]
+    assert {"plan", "trial"} <= set(schema["categorical"])
+    assert {"seats", "spend"} <= set(schema["numeric"]) and schema["datetime"] == ["signed_up"]
+    test = pd.read_parquet(out / "te.pq")
+    inputs = [*schema["numeric"], *schema["categorical"], *schema["text"], *schema["datetime"]]
+    example = input_example(inputs, test)
+    signature = infer_signature(example)
+    enforced = _enforce_schema(input_example(inputs, test.tail(3)), signature.inputs)
+    assert list(enforced.columns) == inputs
