@@ -54,13 +54,13 @@ class Features:
         return asdict(self)
 
 
-def featurize_data(prepared: PreparedData, model: str, max_length: int, out: Path
-                   ) -> Features:
+def featurize_data(prepared: PreparedData, model: str, max_length: int, out: Path,
+                   gpu: bool = False) -> Features:
     """Featurize the train and validation splits once; writes ``out`` and returns its
-    description."""
+    description. ``gpu``: training will have one (``train.model: auto`` weighs cost)."""
     schema = FeatureSchema.from_dict(
         json.loads((prepared.transform_dir / "schema.json").read_text()))
-    family = resolve_family(model, schema)
+    family = resolve_family(model, schema, gpu)
     out.mkdir(parents=True, exist_ok=True)
     if prepared.streamed:
         import pyarrow.dataset as ds

@@ -20,10 +20,18 @@ from components.training.ray_train import run_training, scaling_for
 
 def run_featurize(settings: Settings, train: Path, val: Path, transform_dir: Path,
                   out: Path) -> dict[str, Any]:
+    use_gpu = settings.train.use_gpu
+    gpu = use_gpu is True or (use_gpu == "auto" and _cuda())
     features = featurize_data(PreparedData.load(transform_dir, train, val),
-                              settings.train.model, settings.train.max_length, out)
+                              settings.train.model, settings.train.max_length, out, gpu)
     return {"family": features.family.name, "n_features": features.n_features,
             "streamed": features.stream is not None}
+
+
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def load_run_features(features_dir: Path, train: Path, val: Path, transform_dir: Path

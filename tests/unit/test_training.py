@@ -245,7 +245,9 @@ def test_model_family_follows_the_data() -> None:
                             numeric=["age", "spend"], categorical=["plan"])
     assert resolve_family("auto", tabular).name == "tabular"
     texts = FeatureSchema(target="y", task="classification", classes=["a", "b"], text=["body"])
-    assert resolve_family("auto", texts).name == "text"
+    assert resolve_family("auto", texts, gpu=True).name == "text"
+    assert resolve_family("auto", texts).name == "tabular"  # TF-IDF on a CPU: cheap
+    assert resolve_family("text", texts).name == "text"  # asked for
     assert resolve_family("auto", FeatureSchema(**{**tabular.to_dict(), "text": ["body"]})) \
         .name == "tabular"
     from components.common.errors import UserError
