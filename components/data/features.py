@@ -145,11 +145,20 @@ def fill_text(column: pd.Series | pd.DataFrame) -> np.ndarray:
 
 
 def datetime_parts(frame: pd.DataFrame) -> np.ndarray:
-    parts = []
+    """Per date column: year, day of year as a point on a circle (31 December sits next to
+    1 January, where the seasons' signal lives), hour, weekday and month; then, for every
+    pair of date columns, the days from one to the other (a ticket's age at reply)."""
+    parts, stamps = [], []
     for col in frame.columns:
         # In UTC: one offset for all, so times written with different offsets parse
         ts = pd.to_datetime(frame[col], errors="coerce", format="mixed", utc=True)
-        parts += [ts.dt.hour, ts.dt.dayofweek, ts.dt.month]
+        angle = 2 * np.pi * (ts.dt.dayofyear - 1) / 365.25
+        parts += [ts.dt.year, np.sin(angle), np.cos(angle), ts.dt.hour, ts.dt.dayofweek,
+                  ts.dt.month]
+        stamps.append(ts)
+    for i, first in enumerate(stamps):
+        for later in stamps[i + 1:]:
+            parts.append((later - first).dt.total_seconds() / 86_400)
     return np.column_stack(parts).astype(np.float64)
 
 

@@ -349,3 +349,20 @@ def test_missing_value_markers_are_read_as_missing(tmp_path: Path) -> None:
     unknown = int((cabin == "unknown").sum())
     assert report["missing_markers"] == {"age": 60, "fare": 2, "cabin": 5 + unknown}
     assert report["missing_values"]["age"] == 60
+
+
+def test_dates_carry_year_season_and_elapsed_time() -> None:
+    from components.data.features import datetime_parts
+
+    frame = pd.DataFrame({"opened": ["2023-12-31 23:00", "2024-01-01 01:00", "2024-07-01 12:00"],
+                          "closed": ["2024-01-02 23:00", "2024-01-01 13:00", None]})
+    parts = datetime_parts(frame)
+    assert parts.shape == (3, 2 * 6 + 1)
+    year, sin, cos, hour, weekday, month = parts[:, :6].T
+    assert year.tolist() == [2023, 2024, 2024] and month.tolist() == [12, 1, 7]
+    assert hour.tolist() == [23, 1, 12] and weekday.tolist() == [6, 0, 0]
+    # New Year's Eve and Day are neighbours on the circle; midsummer is across it
+    assert np.hypot(sin[0] - sin[1], cos[0] - cos[1]) < 0.05
+    assert np.hypot(sin[0] - sin[2], cos[0] - cos[2]) > 1.9
+    elapsed = parts[:, -1]
+    assert elapsed[:2].tolist() == [2.0, 0.5] and np.isnan(elapsed[2])
