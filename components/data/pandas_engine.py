@@ -32,7 +32,7 @@ def prepare_pandas(settings: DataSettings, paths: PreparedPaths) -> dict[str, An
     frame, rejected, join_report = steps.integrate(tables, settings.sources)
     source = "+".join(join_report["appended"])
     plan = steps.plan_rows(frame.head(PLAN_ROWS), settings)
-    frame, markers = steps.blank_markers(frame, plan.markers)
+    frame, markers = steps.blank_markers(frame, plan)
     frame, out = steps.check_values(frame, plan, source)
     negatives = steps.rare_negatives(steps.negative_counts(frame, settings.target))
     frame = steps.add_keys(frame, plan)

@@ -386,7 +386,7 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
         if kept[name] and len(rows):  # the source's own statistics, counted at the end
             _write_part(_arrow(rows[kept[name]]), work / "source" / _safe(name) / f"{digest}.arrow")
         rows, orphans = join_rows(rows, _got(joins))
-        rows, markers = blank_markers(rows, plan.markers)
+        rows, markers = blank_markers(rows, plan)
         rows, out = check_values(rows, plan, label)
         _side(work, batch, out, {"step": "check", "source": name, "rows": len(batch),
                                  "pii": scrubber.counts, "orphans": orphans,

@@ -148,9 +148,12 @@ def _read_csv(source: Source, nrows: int | None) -> SourceTable:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
+            # Only an empty cell is missing here: pandas' own list would read a region
+            # "NA" (North America) as missing; the data stage decides per column.
             frame = pd.read_csv(io.BytesIO(data), sep=sep, on_bad_lines="warn", nrows=nrows,
                                 quoting=csv.QUOTE_MINIMAL, encoding=encoding,
-                                encoding_errors="replace")
+                                encoding_errors="replace", keep_default_na=False,
+                                na_values=[""])
     except pd.errors.EmptyDataError as exc:
         raise UserError(f"source {source.name!r}: {source.uri} has no header row") from exc
     except pd.errors.ParserError as exc:

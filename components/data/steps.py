@@ -184,7 +184,10 @@ class RowPlan:
     ids: tuple[str, ...]
     """Identifier columns, left out when rows are compared for near duplicates."""
     markers: tuple[str, ...] = ()
-    """Cell values that mean missing (``?``, ``N/A``, ...), read as missing before typing."""
+    """Cell values that mean missing in a column of numbers (``?``, ``NA``, ...)."""
+    text_markers: tuple[str, ...] = ()
+    """Those that mean missing in a column of text: not the words that are values there too
+    (``NA``: North America, Namibia; ``None``: an answer)."""
     dedupe: bool = True
     """Whether identical rows are re-sent records (dropped) or distinct ones (kept)."""
     dedupe_why: str = ""
@@ -193,15 +196,20 @@ class RowPlan:
 
 
 MISSING_MARKERS = ("", "?", "-", "--", "NA", "N/A", "n/a", "NaN", "nan", "null", "NULL",
-                   "None", "#N/A")
+                   "None", "#N/A", "<NA>")
 """What exports write for a missing value; ``data.missing_values`` adds more."""
+WORD_VALUES = ("NA", "None")
+"""Markers that are also real values in a column of text, kept there."""
 
 
 def plan_rows(head: pd.DataFrame, settings: DataSettings) -> RowPlan:
     target = settings.target
     markers = tuple(dict.fromkeys([*MISSING_MARKERS, *settings.missing_values]))
-    head, _ = blank_markers(head, markers)
-    numeric = tuple(_mostly_numbers(head, target))
+    text_markers = tuple(m for m in markers
+                         if m not in WORD_VALUES or m in settings.missing_values)
+    numeric = tuple(_mostly_numbers(
+        blank_markers(head, RowPlan(target, (), (), markers, markers))[0], target))
+    head, _ = blank_markers(head, RowPlan(target, numeric, (), markers, text_markers))
     text = [c for c in head.columns if c != target and c not in numeric
             and head[c].dtype == object]
     free = [c for c in text if _free_text(head[c])]
@@ -214,7 +222,7 @@ def plan_rows(head: pd.DataFrame, settings: DataSettings) -> RowPlan:
         from components.data.contract import load_contract
 
         contract = load_contract(settings.contract).to_json()
-    return RowPlan(target, numeric, ids, markers, dedupe, why, contract)
+    return RowPlan(target, numeric, ids, markers, text_markers, dedupe, why, contract)
 
 
 def _duplicates_policy(head: pd.DataFrame, settings: DataSettings, free: list[str]
@@ -249,20 +257,22 @@ def _has_times(values: pd.Series) -> bool:
     return len(stamps) > 0 and bool((stamps.dt.hour + stamps.dt.minute > 0).any())
 
 
-def blank_markers(frame: pd.DataFrame, markers: tuple[str, ...]
-                  ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Text cells that are a missing-value marker (stray spaces aside) become missing;
-    returns how many per column."""
+def blank_markers(frame: pd.DataFrame, plan: RowPlan) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Text cells that are a missing-value marker (stray spaces aside) become missing:
+    every marker in a column of numbers, the unambiguous ones elsewhere. Returns how many
+    per column."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     counts: dict[str, int] = {}
-    if not markers:
-        return frame, counts
-    wanted = pa.array(list(markers), type=pa.large_string())
+    sets = {kind: pa.array(list(m), type=pa.large_string())
+            for kind, m in (("numbers", plan.markers), ("text", plan.text_markers))}
     out = frame
     for col in frame.columns:
         if frame[col].dtype != object:
+            continue
+        wanted = sets["numbers" if col in plan.numeric else "text"]
+        if not len(wanted):
             continue
         values = frame[col].to_numpy()
         try:

@@ -338,17 +338,27 @@ def test_missing_value_markers_are_read_as_missing(tmp_path: Path) -> None:
     fare[[3, 4]] = [" ? ", "N/A"]
     cabin = rng.choice(["A", "B", "C", "unknown"], n).astype(object)
     cabin[:5] = "--"
-    frame = pd.DataFrame({"age": age, "fare": fare, "cabin": cabin,
+    region = rng.choice(["EU", "NA", "APAC"], n)  # NA: North America, a value
+    frame = pd.DataFrame({"age": age, "fare": fare, "cabin": cabin, "region": region,
                           "survived": rng.choice(["yes", "no"], n)})
-    frame.to_json(tmp_path / "p.jsonl", orient="records", lines=True)  # no reader's NA list
-    settings = DataSettings(sources=[{"name": "p", "uri": str(tmp_path / "p.jsonl")}],
-                            target="survived", missing_values=["unknown"])
-    report = prepare(settings, paths(tmp_path / "o"))
-    assert report["rows"]["quarantined"] == 0
-    assert "age" in report["schema"]["numeric"] and "fare" in report["schema"]["numeric"]
     unknown = int((cabin == "unknown").sum())
-    assert report["missing_markers"] == {"age": 60, "fare": 2, "cabin": 5 + unknown}
-    assert report["missing_values"]["age"] == 60
+    for fmt in ("jsonl", "csv"):
+        path = tmp_path / f"p.{fmt}"
+        if fmt == "csv":
+            frame.to_csv(path, index=False)
+        else:
+            frame.to_json(path, orient="records", lines=True)
+        settings = DataSettings(sources=[{"name": "p", "uri": str(path)}],
+                                target="survived", missing_values=["unknown"])
+        report = prepare(settings, paths(tmp_path / fmt))
+        assert report["rows"]["quarantined"] == 0
+        assert "age" in report["schema"]["numeric"] and "fare" in report["schema"]["numeric"]
+        assert report["missing_markers"] == {"age": 60, "fare": 2, "cabin": 5 + unknown}, fmt
+        assert report["missing_values"]["age"] == 60 and "region" not in \
+            report["missing_values"]
+        kept = pd.concat(pd.read_parquet(tmp_path / fmt / f"{s}.pq")
+                         for s in ("train", "val", "test"))
+        assert (kept["region"] == "NA").sum() == (region == "NA").sum()
 
 
 def test_dates_carry_year_season_and_elapsed_time() -> None:
