@@ -164,7 +164,7 @@ def _tiled(base: Path, copies: int, out: Path) -> Path:
     return out
 
 
-def _scaling(sizes: list[int], repeat: int) -> None:
+def _scaling(sizes: list[int], repeat: int, engines: list[str]) -> None:
     """Peak memory (and time) of both engines as the rows grow, with their floors."""
     import datetime
     import platform
@@ -179,7 +179,7 @@ def _scaling(sizes: list[int], repeat: int) -> None:
                 raise SystemExit(f"--rows: {rows} is not a multiple of {sizes[0]}")
             root = base if rows == sizes[0] else _tiled(base, rows // sizes[0],
                                                          Path(tmp) / str(rows))
-            phases = ["floor", "pandas", "ray"]
+            phases = ["floor", *engines]
             if results:  # a phase whose peak, grown with the rows, would not fit is left out
                 import psutil
 
@@ -203,7 +203,8 @@ def _scaling(sizes: list[int], repeat: int) -> None:
     record = {"bench": "prepare_data.py", "date": today, "commit": commit,
               "machine": f"{os.cpu_count()} cores, {platform.machine()}, CPU",
               "command": "python bench/prepare_data.py --rows "
-                         + ",".join(map(str, sizes)) + f" --repeat {repeat}",
+                         + ",".join(map(str, sizes)) + f" --repeat {repeat} --engines "
+                         + ",".join(engines),
               "results": {str(r): v for r, v in results.items()},
               "peak_growth": growth, "target": "ray engine's peak grows at most 2x from "
               "the smallest to the largest size"}
@@ -256,7 +257,7 @@ def main() -> None:
         return
     sizes = [int(r) for r in str(args.rows).split(",")]
     if len(sizes) > 1:
-        _scaling(sorted(sizes), args.repeat)
+        _scaling(sorted(sizes), args.repeat, args.engines.split(","))
         return
     args.rows = sizes[0]
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,9 +9,10 @@ content, so a retried task overwrites its own files.
 
 Parquet sources are read by Ray Data in parallel. CSV, JSON lines and SQL are read by
 the connectors of the pandas engine (the CSV parser keeps malformed lines, which Arrow's
-reader cannot) in one Ray task, which writes them out in blocks for Ray Data: that task
-holds the whole source once, so for CSV beyond one machine's memory, convert to
-Parquet first.
+reader cannot) in one Ray task, which writes them out in blocks for Ray Data. CSV is
+streamed a block at a time (``csv_blocks``), so that task's memory does not grow with the
+file; JSON lines and SQL are read whole there, so convert those beyond one machine's
+memory to Parquet or CSV first.
 """
 
 from __future__ import annotations
@@ -47,7 +48,13 @@ from components.data.privacy import (
     privacy_report,
     scrub_frame,
 )
-from components.data.sources import SourceTable, plain_dtypes, read_source, source_format
+from components.data.sources import (
+    SourceTable,
+    csv_blocks,
+    plain_dtypes,
+    read_source,
+    source_format,
+)
 from components.data.steps import (
     EXACT,
     NEAR,
@@ -122,7 +129,7 @@ def source_dataset(source: Source, work: Path) -> tuple[Any, SourceTable]:
     out.mkdir(parents=True)
     parse = ray.remote(num_cpus=1, max_calls=1)(_parse_to_parts)
     try:
-        table = ray.get(parse.remote(source, str(out)))
+        table = ray.get(parse.remote(source, str(out), BATCH_ROWS))
     except ray.exceptions.RayTaskError as exc:  # a source's own error keeps its one line
         if isinstance(exc.cause, UserError):
             raise exc.cause from None
@@ -173,14 +180,33 @@ def _read_block(path: str) -> list[pa.Table]:
     return [_read_part(path)]
 
 
-def _parse_to_parts(source: Source, out: str) -> SourceTable:
-    table = read_source(source)
-    frame = table.frame
-    schema = pa.Schema.from_pandas(frame, preserve_index=False)  # one schema for every part
-    for n, i in enumerate(range(0, max(len(frame), 1), BATCH_ROWS)):
-        _write_part(pa.Table.from_pandas(frame.iloc[i:i + BATCH_ROWS], schema=schema,
-                                         preserve_index=False), f"{out}/{n:06d}.arrow")
-    return SourceTable(table.name, frame.head(PLAN_ROWS), table.malformed)
+def _parse_to_parts(source: Source, out: str, rows: int) -> SourceTable:
+    """A source as work files of ``rows`` rows each. CSV is parsed a block at a time from a
+    stream (typed as one read of the whole file would type it), so the task holds one
+    block; JSON lines and SQL are read whole."""
+    blocks = csv_blocks(source, rows) if source_format(source) == "csv" \
+        else iter([read_source(source)])
+    schema = None
+    head: list[pd.DataFrame] = []
+    malformed: list[str] = []
+    n = 0
+    for block in blocks:
+        frame = block.frame
+        malformed += block.malformed
+        if schema is None:  # one schema for every part
+            schema = pa.Schema.from_pandas(frame, preserve_index=False)
+            schema = pa.schema([pa.field(f.name, pa.string()) if pa.types.is_null(f.type)
+                                else f for f in schema])
+        if sum(len(h) for h in head) < PLAN_ROWS:
+            head.append(frame.head(PLAN_ROWS))
+        for i in range(0, max(len(frame), 1), rows):
+            _write_part(pa.Table.from_pandas(frame.iloc[i:i + rows], schema=schema,
+                                             preserve_index=False), f"{out}/{n:06d}.arrow")
+            n += 1
+    first = pd.concat(head, ignore_index=True).head(PLAN_ROWS) if head else pd.DataFrame()
+    if first.empty and not malformed:
+        raise UserError(f"source {source.name!r}: {source.uri} has no rows")
+    return SourceTable(source.name, plain_dtypes(first), malformed)
 
 
 def _first_rows(ds: Any, n: int) -> pd.DataFrame:

@@ -10,11 +10,13 @@ import csv
 import io
 import re
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import fsspec
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -133,40 +135,188 @@ def _csv_encoding(source: Source, data: bytes) -> str:
     return encoding
 
 
-def _read_csv(source: Source, nrows: int | None) -> SourceTable:
-    data = _open_bytes(source)
-    encoding = _csv_encoding(source, data)
-    end = data.find(b"\n")
-    header = data[:end if end >= 0 else len(data)].decode(encoding, errors="replace")
+def _csv_sep(source: Source) -> str:
     sep = source.options.get("sep")
     if sep is None:
         sep = "\t" if source.uri.lower().split("?")[0].endswith((".tsv", ".tsv.gz")) else ","
+    return str(sep)
+
+
+def _parse_csv(source: Source, data: bytes, encoding: str, nrows: int | None = None,
+               dtype: dict[str, Any] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Rows, and the raw text of the records that did not parse."""
     # The C parser is ~10x faster than the python one, which alone takes a callable for
     # bad lines; the C parser's warnings name them, and the raw lines are kept from those.
     # pyarrow.csv (with invalid_row_handler) was measured and not adopted: it gives other
     # results and was not faster here; see docs/decisions/101-csv-reader.md.
+    data, leading = _leading_long_records(source, data, encoding)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
             # Only an empty cell is missing here: pandas' own list would read a region
             # "NA" (North America) as missing; the data stage decides per column.
-            frame = pd.read_csv(io.BytesIO(data), sep=sep, on_bad_lines="warn", nrows=nrows,
-                                quoting=csv.QUOTE_MINIMAL, encoding=encoding,
+            frame = pd.read_csv(io.BytesIO(data), sep=_csv_sep(source), on_bad_lines="warn",
+                                nrows=nrows, quoting=csv.QUOTE_MINIMAL, encoding=encoding,
                                 encoding_errors="replace", keep_default_na=False,
-                                na_values=[""])
+                                na_values=[""], dtype=dtype)
     except pd.errors.EmptyDataError as exc:
         raise UserError(f"source {source.name!r}: {source.uri} has no header row") from exc
     except pd.errors.ParserError as exc:
         raise UserError(f"source {source.name!r}: not parseable as CSV: {_one_line(exc)}") from exc
     numbers = {int(n) for w in caught for n in _BAD_LINE.findall(str(w.message))}
-    malformed = _lines(data, numbers, encoding)
+    return frame, leading + _lines(data, numbers, encoding)
+
+
+def _leading_long_records(source: Source, data: bytes, encoding: str
+                          ) -> tuple[bytes, list[str]]:
+    """The records right after the header that have more fields than it, taken out: pandas
+    would make a first record with one field too many the index and shift every column
+    of every row, where it skips such a record anywhere else."""
+    sep = _csv_sep(source)
+    if len(sep) != 1:
+        return data, []
+    records = _records(io.BytesIO(data))
+    header = next(records, b"")
+    width = len(next(csv.reader(io.StringIO(header.decode(encoding, "replace"))), []))
+    taken: list[str] = []
+    size = 0
+    for record in records:
+        text = record.decode(encoding, errors="replace")
+        if len(next(csv.reader(io.StringIO(text), delimiter=sep), [])) <= width:
+            break
+        taken.append(text.removesuffix("\n").rstrip("\r"))
+        size += len(record)
+    if not taken:
+        return data, []
+    return header + data[len(header) + size:], taken
+
+
+def _check_columns(source: Source, frame: pd.DataFrame, header: str) -> None:
+    sep = _csv_sep(source)
     if frame.shape[1] == 1 and sep not in header:
         guess = next((c for c in (";", "\t", "|", ",") if c in header), None)
         hint = f"; it looks like {guess!r}: set options.sep" if guess else ""
         raise UserError(
             f"source {source.name!r}: one column only with delimiter {sep!r}{hint}"
         )
+
+
+def _read_csv(source: Source, nrows: int | None) -> SourceTable:
+    data = _open_bytes(source)
+    encoding = _csv_encoding(source, data)
+    end = data.find(b"\n")
+    header = data[:end if end >= 0 else len(data)].decode(encoding, errors="replace")
+    frame, malformed = _parse_csv(source, data, encoding, nrows)
+    _check_columns(source, frame, header)
     return SourceTable(source.name, frame, malformed)
+
+
+def csv_blocks(source: Source, rows: int) -> Iterator[SourceTable]:
+    """A CSV source in blocks of about ``rows`` records, streamed from its store, with the
+    columns typed as one read of the whole file types them (a column that is text in one
+    block is text in every block, as written; whole numbers with a gap anywhere are
+    floats), so no process holds the whole source. Two passes: one to type, one to yield."""
+    encoding = str(source.options.get("encoding", "utf-8-sig"))
+    kinds: dict[str, set[str]] = {}
+    first = True
+    lines = broken = 0
+    for block, header in _record_blocks(source, rows):
+        text = block.decode(encoding, errors="replace")
+        lines += text.count("\n") or 1
+        broken += sum("\ufffd" in line for line in text.splitlines()) if "\ufffd" in text else 0
+        frame, _ = _parse_csv(source, block, encoding)
+        if first:
+            _check_columns(source, frame, header)
+            first = False
+        for col in frame.columns:
+            kinds.setdefault(str(col), set())
+            if len(frame):  # a block of malformed lines only says nothing of types
+                kinds[str(col)].add(_kind(frame[col]))
+    if broken / max(lines, 1) > BROKEN_LINE_LIMIT:
+        raise UserError(f"source {source.name!r}: not valid {encoding.removesuffix('-sig')} "
+                        f"({broken} of {lines} lines); set options.encoding (e.g. latin-1)")
+    final = {col: _final_kind(k) for col, k in kinds.items()}
+    forced: dict[str, Any] = {col: object for col, kind in final.items() if kind == "text"}
+    for block, _ in _record_blocks(source, rows):
+        frame, malformed = _parse_csv(source, block, encoding, dtype=forced or None)
+        cast = {col: frame[col].astype(_DTYPES[kind]) for col, kind in final.items()
+                if frame[col].dtype != _DTYPES[kind]}
+        yield SourceTable(source.name, frame.assign(**cast) if cast else frame, malformed)
+
+
+_DTYPES: dict[str, Any] = {"int": np.int64, "float": np.float64, "bool": np.bool_,
+                           "bools": object, "text": object}
+
+
+def _kind(values: pd.Series) -> str:
+    if values.isna().all():
+        return "empty"
+    if pd.api.types.is_bool_dtype(values):
+        return "bool"
+    if pd.api.types.is_integer_dtype(values):
+        return "int"
+    if pd.api.types.is_float_dtype(values):
+        return "float"
+    present = values.dropna()
+    if all(isinstance(v, bool | np.bool_) for v in present):
+        return "bools"  # True/False with gaps
+    return "text"
+
+
+def _final_kind(kinds: set[str]) -> str:
+    """The type one read of the whole column would give, from each block's."""
+    gap = "empty" in kinds
+    kinds = kinds - {"empty"}
+    if not kinds:
+        return "float"
+    if "text" in kinds or (kinds & {"bool", "bools"} and kinds & {"int", "float"}):
+        return "text"
+    if kinds & {"bool", "bools"}:
+        return "bools" if "bools" in kinds or gap else "bool"
+    return "int" if kinds == {"int"} and not gap else "float"
+
+
+def _record_blocks(source: Source, rows: int) -> Iterator[tuple[bytes, str]]:
+    """The header plus about ``rows`` whole records at a time (a quoted field may span
+    lines), read from the store as a stream; and the header as text."""
+    uri = source.uri
+    if "://" not in uri and not Path(uri).is_file():
+        raise UserError(f"source {source.name!r}: file not found: {uri}")
+    try:
+        with fsspec.open(uri, "rb", compression="infer",
+                         **source.options.get("storage", {})) as fh:
+            records = _records(fh)
+            header = next(records, b"")
+            block: list[bytes] = []
+            for record in records:
+                block.append(record)
+                if len(block) >= rows:
+                    yield header + b"".join(block), _text(header)
+                    block = []
+            if block or not header.strip():
+                yield header + b"".join(block), _text(header)
+    except FileNotFoundError as exc:
+        raise UserError(f"source {source.name!r}: not found: {uri}") from exc
+    except _store_errors() as exc:
+        raise UserError(f"source {source.name!r}: cannot read {uri}: {_one_line(exc)}") from exc
+
+
+def _records(lines: Iterable[bytes]) -> Iterator[bytes]:
+    """Physical lines joined into records: until their quotes balance."""
+    parts: list[bytes] = []
+    quotes = 0
+    for line in lines:
+        parts.append(line)
+        quotes += line.count(b'"')
+        if quotes % 2 == 0:
+            yield b"".join(parts)
+            parts, quotes = [], 0
+    if parts:
+        yield b"".join(parts)
+
+
+def _text(header: bytes) -> str:
+    return header.decode("utf-8", errors="replace").removeprefix("\ufeff").rstrip("\r\n")
 
 
 def _lines(data: bytes, numbers: set[int], encoding: str) -> list[str]:

@@ -198,3 +198,13 @@ def test_typed_parquet_columns_read_as_a_csv_export_would(tmp_path: Path) -> Non
     signature = infer_signature(example)
     enforced = _enforce_schema(input_example(inputs, test.tail(3)), signature.inputs)
     assert list(enforced.columns) == inputs
+
+
+def test_a_first_record_with_a_field_too_many_is_malformed_not_an_index(
+        tmp_path: Path) -> None:
+    """pandas makes such a first record the index and shifts every column of every row."""
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n5,1,2\n1,2\n3,4\n")
+    table = read_source(Source(name="t", uri=str(path)))
+    assert table.frame.to_dict("list") == {"a": [1, 3], "b": [2, 4]}
+    assert table.malformed == ["5,1,2"]
