@@ -441,7 +441,9 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
 
     columns = [c for c in _read_part(done[0]).schema.names if c not in (EXACT, NEAR)]
     keys = pa.concat_tables([_read_part(f, [EXACT, NEAR, target]) for f in done],
-                            promote_options="permissive").to_pandas()
+                            promote_options="permissive")
+    # Labels as a dictionary (a code a row), not a Python string a row
+    keys = keys.set_column(2, target, pc.dictionary_encode(keys.column(target))).to_pandas()
     dec = decide(keys, settings, columns, plan.dedupe)
     del keys
     repeated = ray.put(dec.repeated)
