@@ -229,7 +229,7 @@ def _blockwise(fn: Callable[..., pd.DataFrame]) -> Callable[..., pa.Table]:
     the pandas engine sees (None for a missing text, NaN for a missing number)."""
 
     def run(batch: pa.Table, **kwargs: Any) -> pa.Table:
-        out = _arrow(fn(plain_dtypes(batch.to_pandas()), **kwargs))
+        out = _arrow(fn(batch.to_pandas(), **kwargs))
         _release()
         return out
 
@@ -406,6 +406,7 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
     privacy = settings.privacy
 
     def checked(batch: pd.DataFrame, name: str, joins: Any) -> pd.DataFrame:
+        batch = plain_dtypes(batch)  # a source's rows; later passes read plain work files
         scrubber = Scrubber(privacy, names)
         rows = scrub_frame(batch, name, fields, scrubber)
         digest = _digest(batch)
@@ -486,6 +487,7 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
     save_transform(schema, transform, paths.transform_dir)
 
     def described(batch: pd.DataFrame, name: str, scrub: bool = True) -> pd.DataFrame:
+        batch = plain_dtypes(batch)
         wanted = [c for c in batch.columns if c in schema.numeric or c in schema.categorical]
         batch = batch[wanted]
         if scrub:

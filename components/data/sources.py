@@ -6,6 +6,7 @@ CSV rows that don't parse are returned, not dropped, so they can be quarantined.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import io
 import re
@@ -57,20 +58,27 @@ def source_format(source: Source) -> str:
     )
 
 
-def _open_bytes(source: Source) -> bytes:
+@contextlib.contextmanager
+def _opened(source: Source) -> Iterator[Any]:
+    """The source's bytes as a stream; a store's error is one line naming the source."""
     uri = source.uri
     if "://" not in uri and not Path(uri).is_file():
         raise UserError(f"source {source.name!r}: file not found: {uri}")
     try:
         with fsspec.open(uri, "rb", compression="infer",
                          **source.options.get("storage", {})) as fh:
-            data: bytes = fh.read()
+            yield fh
     except FileNotFoundError as exc:
         raise UserError(f"source {source.name!r}: not found: {uri}") from exc
     except _store_errors() as exc:  # unreachable, denied, no backend for the scheme
         raise UserError(f"source {source.name!r}: cannot read {uri}: {_one_line(exc)}") from exc
+
+
+def _open_bytes(source: Source) -> bytes:
+    with _opened(source) as fh:
+        data: bytes = fh.read()
     if not data.strip():
-        raise UserError(f"source {source.name!r}: {uri} is empty")
+        raise UserError(f"source {source.name!r}: {source.uri} is empty")
     return data
 
 
@@ -279,26 +287,17 @@ def _final_kind(kinds: set[str]) -> str:
 def _record_blocks(source: Source, rows: int) -> Iterator[tuple[bytes, str]]:
     """The header plus about ``rows`` whole records at a time (a quoted field may span
     lines), read from the store as a stream; and the header as text."""
-    uri = source.uri
-    if "://" not in uri and not Path(uri).is_file():
-        raise UserError(f"source {source.name!r}: file not found: {uri}")
-    try:
-        with fsspec.open(uri, "rb", compression="infer",
-                         **source.options.get("storage", {})) as fh:
-            records = _records(fh)
-            header = next(records, b"")
-            block: list[bytes] = []
-            for record in records:
-                block.append(record)
-                if len(block) >= rows:
-                    yield header + b"".join(block), _text(header)
-                    block = []
-            if block or not header.strip():
+    with _opened(source) as fh:
+        records = _records(fh)
+        header = next(records, b"")
+        block: list[bytes] = []
+        for record in records:
+            block.append(record)
+            if len(block) >= rows:
                 yield header + b"".join(block), _text(header)
-    except FileNotFoundError as exc:
-        raise UserError(f"source {source.name!r}: not found: {uri}") from exc
-    except _store_errors() as exc:
-        raise UserError(f"source {source.name!r}: cannot read {uri}: {_one_line(exc)}") from exc
+                block = []
+        if block or not header.strip():
+            yield header + b"".join(block), _text(header)
 
 
 def _records(lines: Iterable[bytes]) -> Iterator[bytes]:
@@ -407,8 +406,7 @@ def plain_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
                 values = values.astype(object)
         if isinstance(values.dtype, pd.DatetimeTZDtype):
             values = values.dt.tz_convert("UTC").dt.tz_localize(None)
-        elif values.dtype == object and len(values) and isinstance(
-                values.dropna().iloc[0] if values.notna().any() else None, decimal.Decimal):
+        elif values.dtype == object and isinstance(_first_value(values), decimal.Decimal):
             values = pd.to_numeric(values, errors="coerce").astype("float64")
         elif isinstance(values.dtype, pd.ArrowDtype | pd.StringDtype | pd.BooleanDtype):
             if pd.api.types.is_numeric_dtype(values.dtype) and \
@@ -422,6 +420,11 @@ def plain_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
         if values is not frame[col]:
             out[col] = values
     return frame.assign(**out) if out else frame
+
+
+def _first_value(values: pd.Series) -> Any:
+    at = values.first_valid_index()
+    return None if at is None else values.loc[at]
 
 
 def read_source(source: Source, nrows: int | None = None) -> SourceTable:
