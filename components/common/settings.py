@@ -133,13 +133,33 @@ class DataSettings(_Strict):
         return sources
 
 
+class GbdtSettings(_Strict):
+    """The gradient-boosted tree family (XGBoost); tuning searches these by default."""
+
+    rounds: int = Field(default=1000, ge=1, description="Boosting rounds at most; early "
+                        "stopping ends sooner.")
+    learning_rate: float = Field(default=0.1, gt=0, le=1, description="Shrinkage per round.")
+    max_depth: int = Field(default=6, ge=1, le=32, description="Depth of each tree.")
+    subsample: float = Field(default=1.0, gt=0, le=1, description="Rows sampled per tree.")
+    colsample_bytree: float = Field(default=1.0, gt=0, le=1,
+                                    description="Columns sampled per tree.")
+    reg_lambda: float = Field(default=1.0, ge=0, description="L2 penalty on leaf weights.")
+    min_child_weight: float = Field(default=1.0, ge=0, description="Least hessian in a leaf.")
+    early_stopping_rounds: int = Field(default=50, ge=1, description="Rounds without a "
+                                       "lower validation loss before boosting stops.")
+    checkpoint_every: int = Field(default=100, ge=1, description="Rounds between "
+                                  "checkpoints (and reports to Ray Train).")
+
+
 class TrainSettings(_Strict):
     """The model and how ``train_model`` fits it under Ray Train."""
 
-    model: Literal["auto", "tabular", "image", "text"] = Field(
-        default="auto", description="auto: image for pixel grids, text for text-only data, "
-        "else tabular."
+    model: Literal["auto", "tabular", "gbdt", "image", "text"] = Field(
+        default="auto", description="auto: image for pixel grids; text (fine-tuning MiniLM) "
+        "for text-only data with a GPU; else tuning chooses between gbdt (gradient-boosted "
+        "trees) and tabular (an MLP), gbdt when tuning is off (the MLP for text alone)."
     )
+    gbdt: GbdtSettings = Field(default_factory=GbdtSettings)
     freeze_encoder: bool = Field(default=False, description="text: train the head only.")
     max_length: int = Field(default=128, ge=8, le=512, description="text: tokens per row.")
     schedule: Literal["constant", "cosine", "onecycle"] = Field(

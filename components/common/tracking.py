@@ -63,3 +63,17 @@ def git_commit(cwd: str | Path | None = None) -> str:
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def log_choice(settings: Settings, parent_run_id: str, family: str, why: str,
+               scores: dict[str, float]) -> None:
+    """The model family tuning chose and why, on the pipeline's parent run."""
+    import mlflow
+    from mlflow.entities import Metric, RunTag
+
+    configure(settings)
+    mlflow.MlflowClient().log_batch(
+        parent_run_id,
+        tags=[RunTag("mlcycle.model_family", family), RunTag("mlcycle.model_family_why", why)],
+        metrics=[Metric(f"tune_best_{settings.tune.metric}_{name}", value, 0, 0)
+                 for name, value in scores.items()])

@@ -301,6 +301,51 @@ def category_variants(spellings: dict[str, pd.Series]) -> dict[str, int]:
     return out
 
 
+def tree_features(transform: ColumnTransformer, frame: pd.DataFrame) -> tuple[Any, list[str]]:
+    """Input for gradient-boosted trees from the transform fitted for the MLP, and each
+    column's XGBoost type (``q`` a number, ``c`` a category).
+
+    Numbers and date parts stay raw, missing ones NaN: trees split on missingness and need
+    no clipping, imputing or scaling. A category is its position among the fitted
+    encoder's categories (unknown or missing: NaN), not a one-hot block. Text is the
+    fitted TF-IDF. Dense float32; CSR when TF-IDF is sparse, with every other value
+    stored, zeros included, since XGBoost reads an absent entry as missing.
+    """
+    blocks: list[Any] = []
+    types: list[str] = []
+    for name, pipe, cols in transform.transformers_:
+        if name == "remainder":
+            continue
+        part = frame[cols]
+        if name == "numeric":
+            block: Any = to_numeric(part)
+        elif name == "datetime":
+            block = datetime_parts(part)
+        elif name == "categorical":
+            values = normalize_categories(part)
+            codes = np.column_stack([
+                pd.Categorical(values[:, j], categories=pd.Index(cats).unique()).codes
+                for j, cats in enumerate(pipe[-1].categories_)]).astype(np.float32)
+            block = np.where(codes < 0, np.nan, codes)
+        else:
+            block = pipe.transform(part)
+        blocks.append(block)
+        types += ["c" if name == "categorical" else "q"] * block.shape[1]
+    if not any(hasattr(b, "tocsr") for b in blocks):
+        return np.column_stack(blocks).astype(np.float32), types
+    from scipy import sparse
+
+    stored = []
+    for block in blocks:
+        if hasattr(block, "tocsr"):
+            stored.append(block.tocsr())
+            continue
+        dense = np.asarray(block, dtype=np.float32)
+        rows, cols = np.nonzero(~np.isnan(dense))
+        stored.append(sparse.coo_matrix((dense[rows, cols], (rows, cols)), shape=dense.shape))
+    return sparse.hstack(stored, format="csr", dtype=np.float32), types
+
+
 def transform_frame(transform: ColumnTransformer, frame: pd.DataFrame,
                     dense: bool = True) -> Any:
     """Features as float32; with ``dense=False`` TF-IDF's sparse output stays sparse (CSR)."""

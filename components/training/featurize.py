@@ -1,8 +1,9 @@
 """``featurize_data``: the model's inputs, made once a run and read by tuning and training.
 
-With ``data.engine: pandas`` the featurized train and validation splits are written as
-arrays (TF-IDF's sparse CSR with ``scipy.sparse.save_npz``, dense ones with ``np.save``,
-memory-mapped on load). With ``data.engine: ray`` the splits stay Parquet: each Train
+Each candidate model family (``candidate_families``: trees and the MLP on a table) gets
+its own folder. With ``data.engine: pandas`` the featurized train and validation splits
+are written as arrays (TF-IDF's sparse CSR with ``scipy.sparse.save_npz``, dense ones
+with ``np.save``). With ``data.engine: ray`` the splits stay Parquet: each Train
 worker streams its shard through Ray Data and featurizes it with the fitted transform,
 so no process holds a whole split; only a few probe rows are featurized here.
 """
@@ -15,11 +16,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
+import pandas as pd
 
-from components.data.features import FeatureSchema
+from components.data.features import FeatureSchema, tree_features
 from components.data.prepared import PreparedData
-from components.training.model import Family, load_features, resolve_family
+from components.training.model import Family, candidate_families, load_features
 
 FEATURES_FILE = "features.json"
 STREAM_PROBE_ROWS = 8
@@ -36,6 +39,13 @@ class Stream:
     train_rows: int
     val_rows: int
 
+    def datasets(self) -> dict[str, Any]:
+        """The splits as Ray Data datasets."""
+        import ray.data
+
+        return {"train": ray.data.read_parquet(self.train),
+                "val": ray.data.read_parquet(self.val)}
+
 
 @dataclass(frozen=True)
 class Features:
@@ -49,49 +59,90 @@ class Features:
     """In-memory training: the arrays written by ``write_arrays``."""
     stream: Stream | None = None
     """``data.engine: ray``: the workers featurize their own shards."""
+    feature_types: list[str] | None = None
+    """Trees: XGBoost's type of each column, ``q`` a number, ``c`` a category."""
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class FeatureSet:
+    """Every candidate family's features, the default first, and why these families."""
+
+    candidates: tuple[Features, ...]
+    reason: str
+
+    def pick(self, family: str | None = None) -> Features:
+        """The named family's features; the default one when ``family`` is None."""
+        for features in self.candidates:
+            if family is None or features.family.name == family:
+                return features
+        raise ValueError(f"no features for family {family!r}; made for "
+                         f"{[f.family.name for f in self.candidates]}")
+
+    @property
+    def families(self) -> list[str]:
+        return [f.family.name for f in self.candidates]
+
+
 def featurize_data(prepared: PreparedData, model: str, max_length: int, out: Path,
-                   gpu: bool = False) -> Features:
-    """Featurize the train and validation splits once; writes ``out`` and returns its
-    description. ``gpu``: training will have one (``train.model: auto`` weighs cost)."""
+                   gpu: bool = False) -> FeatureSet:
+    """Featurize the train and validation splits once per candidate family; writes
+    ``out`` and returns its description. ``gpu``: training will have one (``train.model:
+    auto`` weighs cost)."""
     schema = FeatureSchema.from_dict(
         json.loads((prepared.transform_dir / "schema.json").read_text()))
-    family = resolve_family(model, schema, gpu)
+    families, reason = candidate_families(model, schema, gpu)
     out.mkdir(parents=True, exist_ok=True)
-    if prepared.streamed:
-        import pyarrow.dataset as ds
+    made = FeatureSet(tuple(_featurize(prepared, schema, family, max_length, out / family.name)
+                            for family in families), reason)
+    (out / FEATURES_FILE).write_text(json.dumps(
+        {"candidates": [f.describe() for f in made.candidates], "reason": reason}, indent=2))
+    return made
 
+
+def _featurize(prepared: PreparedData, schema: FeatureSchema, family: Family,
+               max_length: int, out: Path) -> Features:
+    import pyarrow.dataset as ds
+
+    out.mkdir(parents=True, exist_ok=True)
+    n_classes = len(schema.classes)
+    head = pd.DataFrame(ds.dataset(prepared.train).head(STREAM_PROBE_ROWS).to_pandas())
+    types = None
+    if family.name == "gbdt":
+        transform = joblib.load(prepared.transform_dir / "transform.joblib")
+        types = tree_features(transform, head[schema.inputs])[1]
+    if prepared.streamed:
         with tempfile.TemporaryDirectory() as tmp:
             probe = Path(tmp) / "probe.parquet"
-            ds.dataset(prepared.train).head(STREAM_PROBE_ROWS).to_pandas().to_parquet(probe)
-            _, ((head, _),) = load_features(prepared.transform_dir, probe, family=family,
-                                            max_length=max_length)
+            head.to_parquet(probe)
+            _, ((x, _),) = load_features(prepared.transform_dir, probe, family=family,
+                                         max_length=max_length)
         stream = Stream(str(prepared.train), str(prepared.val), str(prepared.transform_dir),
                         prepared.rows["train"], prepared.rows["val"])
-        features = Features(family, _width(head), len(schema.classes), stream=stream)
-    else:
-        _, (train, val) = load_features(prepared.transform_dir, prepared.train, prepared.val,
-                                        family=family, max_length=max_length)
-        write_arrays(out, train, val)
-        features = Features(family, _width(train[0]), len(schema.classes), folder=str(out))
-    (out / FEATURES_FILE).write_text(json.dumps(features.describe(), indent=2))
-    return features
+        return Features(family, _width(x), n_classes, stream=stream, feature_types=types)
+    _, (train, val) = load_features(prepared.transform_dir, prepared.train, prepared.val,
+                                    family=family, max_length=max_length)
+    write_arrays(out, train, val)
+    return Features(family, _width(train[0]), n_classes, folder=str(out), feature_types=types)
 
 
-def read_features(folder: Path, prepared: PreparedData | None = None) -> Features:
+def read_features(folder: Path, prepared: PreparedData | None = None) -> FeatureSet:
     """``featurize_data``'s description. On a cluster each stage sees the splits at its own
     paths: ``prepared`` rebinds a stream to them, and the arrays are read from ``folder``."""
     meta = json.loads((folder / FEATURES_FILE).read_text())
-    stream = Stream(**meta["stream"]) if meta["stream"] else None
-    if stream is not None and prepared is not None:
-        stream = Stream(str(prepared.train), str(prepared.val), str(prepared.transform_dir),
-                        stream.train_rows, stream.val_rows)
-    return Features(Family(**meta["family"]), meta["n_features"], meta["n_classes"],
-                    None if stream else str(folder), stream)
+    candidates = []
+    for one in meta["candidates"]:
+        family = Family(**one["family"])
+        stream = Stream(**one["stream"]) if one["stream"] else None
+        if stream is not None and prepared is not None:
+            stream = Stream(str(prepared.train), str(prepared.val),
+                            str(prepared.transform_dir), stream.train_rows, stream.val_rows)
+        candidates.append(Features(family, one["n_features"], one["n_classes"],
+                                   None if stream else str(folder / family.name), stream,
+                                   one["feature_types"]))
+    return FeatureSet(tuple(candidates), meta["reason"])
 
 
 def _width(x: Any) -> int:

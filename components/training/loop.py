@@ -250,7 +250,7 @@ def run_epochs(config: dict[str, Any], rank: int, world: int, device: torch.devi
         if shards is None:
             raise ValueError("streamed features need the workers' Ray Data shards")
         stream = features.stream
-        featurize = _featurizer(stream.transform_dir, spec)
+        featurize = featurizer(stream.transform_dir, spec)
         train_loader = ShardBatches(shards["train"], featurize, params.batch_size,
                                     stream.train_rows, world, shuffle=True, seed=params.seed)
         val_loader: Any = ShardBatches(shards["val"], featurize, 1024, stream.val_rows, world)
@@ -309,7 +309,7 @@ def run_epochs(config: dict[str, Any], rank: int, world: int, device: torch.devi
 Featurize = Callable[["pd.DataFrame"], tuple[np.ndarray, np.ndarray]]
 
 
-def _featurizer(transform_dir: str, spec: ModelSpec) -> Featurize:
+def featurizer(transform_dir: str, spec: ModelSpec) -> Featurize:
     """Raw rows to model input and class ids, on the worker, with the fitted transform."""
     import joblib
 
@@ -416,6 +416,17 @@ class MlflowLogger:
             self.client.log_batch(self.run_id, metrics=[
                 Metric(k, float(metrics[k]), now, step) for k in EPOCH_METRICS if k in metrics])
 
+    def history(self, rounds: list[dict[str, float]]) -> None:
+        """Many steps' metrics at once (a tree's rounds), in MLflow's 1,000-a-call batches."""
+        if self.client:
+            from mlflow.entities import Metric
+
+            now = int(1000 * time.time())
+            batch = [Metric(k, float(m[k]), now, int(m["epoch"]))
+                     for m in rounds for k in EPOCH_METRICS if k in m]
+            for start in range(0, len(batch), 1000):
+                self.client.log_batch(self.run_id, metrics=batch[start : start + 1000])
+
     def describe(self, config: dict[str, Any], device: torch.device, world: int) -> None:
         """``config.json`` and ``system.json``: where and how the run trained, for a reader
         comparing runs. The tracking target stays out (its URI may carry a password)."""
@@ -442,8 +453,9 @@ def system_info(device: torch.device, world: int) -> dict[str, Any]:
         "numpy": np.__version__, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "device": str(device), "world_size": world,
     }
-    if "ray" in sys.modules:
-        info["ray"] = sys.modules["ray"].__version__
+    for library in ("ray", "xgboost"):
+        if library in sys.modules:
+            info[library] = sys.modules[library].__version__
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
@@ -452,7 +464,8 @@ def system_info(device: torch.device, world: int) -> dict[str, Any]:
 
 def run_params(config: dict[str, Any], world: int) -> dict[str, Any]:
     """A run's params as MLflow shows them."""
-    return {**config["loop"], **config["spec"], "workers": world}
+    return {**config.get("loop", {}), **config.get("tree", {}), **config["spec"],
+            "workers": world}
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""The model families (tabular MLP, image CNN, MiniLM text classifier) and the saved
-bundle (weights + fitted transform) that serving loads."""
+"""The model families (tabular MLP, gradient-boosted trees, image CNN, MiniLM text
+classifier) and the saved bundle (model + fitted transform) that serving loads."""
 
 from __future__ import annotations
 
@@ -19,18 +19,24 @@ from torch import nn
 
 from components.common.errors import UserError
 from components.data.contract import CONTRACT_FILE, check_request, load_contract
-from components.data.features import FeatureSchema, text_tokens, transform_frame
+from components.data.features import (
+    FeatureSchema,
+    text_tokens,
+    transform_frame,
+    tree_features,
+)
 from components.training.networks import ModelSpec, build_model
 
 SCORE_ROWS = 8192
 
 
 class Classifier:
-    """A trained model ready to score raw rows: transform, MLP, class names."""
+    """A trained model ready to score raw rows: transform, network or trees, class names."""
 
-    def __init__(self, module: nn.Module, transform: Any, schema: FeatureSchema,
+    def __init__(self, module: Any, transform: Any, schema: FeatureSchema,
                  contract: Any = None, spec: ModelSpec | None = None) -> None:
-        self.module = module.eval()
+        """``module``: a torch module, or an XGBoost booster for the tree family."""
+        self.module = module.eval() if isinstance(module, nn.Module) else module
         self.transform = transform
         self.schema = schema
         self.contract = contract
@@ -47,12 +53,18 @@ class Classifier:
         if self.contract is not None:
             check_request(rows, self.contract)
         chunks = []
+        for start in range(0, max(len(rows), 1), SCORE_ROWS):  # dense features per chunk
+            features = featurize(self.transform, self.schema,
+                                 rows.iloc[start : start + SCORE_ROWS], self.spec)
+            chunks.append(self._proba(features))
+        return np.concatenate(chunks).astype(np.float32, copy=False)
+
+    def _proba(self, features: Any) -> np.ndarray:
+        if not isinstance(self.module, nn.Module):  # trees: softprob, one column per class
+            proba = self.module.inplace_predict(features)
+            return np.asarray(proba).reshape(features.shape[0], len(self.classes))
         with torch.inference_mode():
-            for start in range(0, max(len(rows), 1), SCORE_ROWS):  # dense features per chunk
-                features = featurize(self.transform, self.schema,
-                                     rows.iloc[start : start + SCORE_ROWS], self.spec)
-                chunks.append(torch.softmax(self.module(torch.from_numpy(features)), dim=1))
-        return torch.cat(chunks).numpy()
+            return torch.softmax(self.module(torch.from_numpy(features)), dim=1).numpy()
 
     def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
         """One row per input: the label and a probability column per class."""
@@ -62,13 +74,20 @@ class Classifier:
         return out
 
 
+TREES_FILE = "model.ubj"
+
+
 def save_bundle(
     out: Path, state_dict: dict[str, torch.Tensor], spec: ModelSpec, transform_dir: Path,
-    extra: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None, booster: Any = None,
 ) -> None:
-    """Write weights, spec, transform and schema into one folder (the KFP Model artifact)."""
+    """Write weights (or a tree family's booster), spec, transform and schema into one
+    folder (the KFP Model artifact)."""
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(state_dict, out / "weights.pt")
+    if booster is not None:
+        booster.save_model(str(out / TREES_FILE))
+    else:
+        torch.save(state_dict, out / "weights.pt")
     (out / "model.json").write_text(json.dumps({"spec": asdict(spec), **(extra or {})}, indent=2))
     for name in ("transform.joblib", "schema.json", CONTRACT_FILE):
         if (transform_dir / name).exists():
@@ -79,8 +98,15 @@ def load_bundle(path: str | Path) -> Classifier:
     path = Path(path)
     meta = json.loads((path / "model.json").read_text())
     spec = ModelSpec(**meta["spec"])
-    module = build_model(spec)
-    module.load_state_dict(torch.load(path / "weights.pt", map_location="cpu", weights_only=True))
+    module: Any
+    if spec.family == "gbdt":
+        import xgboost
+
+        module = xgboost.Booster(model_file=str(path / TREES_FILE))
+    else:
+        module = build_model(spec)
+        module.load_state_dict(torch.load(path / "weights.pt", map_location="cpu",
+                                          weights_only=True))
     schema = FeatureSchema.from_dict(json.loads((path / "schema.json").read_text()))
     contract = path / CONTRACT_FILE
     return Classifier(module, joblib.load(path / "transform.joblib"), schema,
@@ -89,12 +115,15 @@ def load_bundle(path: str | Path) -> Classifier:
 
 def featurize(transform: Any, schema: FeatureSchema, frame: pd.DataFrame,
               spec: ModelSpec | None = None, dense: bool = True) -> Any:
-    """Model input from raw rows: token ids for the text family; for the image family,
-    the standardized pixels laid out on their grid (a constant pixel, dropped from the
+    """Model input from raw rows: token ids for the text family; for the tree family,
+    raw values and category codes (``tree_features``); for the image family, the
+    standardized pixels laid out on their grid (a constant pixel, dropped from the
     features, is 0 there); the fitted transform's features otherwise (with
     ``dense=False``, CSR where TF-IDF makes them sparse)."""
     if spec is not None and spec.family == "text":
         return text_tokens(frame[schema.text], spec.max_length)
+    if spec is not None and spec.family == "gbdt":
+        return tree_features(transform, frame[schema.inputs])[0]
     image = spec is not None and spec.family == "image"
     features = transform_frame(transform, frame[schema.inputs], dense=dense or image)
     if spec is not None and spec.family == "image":
@@ -117,31 +146,47 @@ def _pixel_order(name: str) -> tuple[int, ...]:
 
 
 def resolve_family(wanted: str, schema: FeatureSchema, gpu: bool = False) -> Family:
-    """The model family from ``train.model``; ``auto`` picks image for a square grid of
-    numbered pixel-like columns (constant ones included: a digit's corner is always 0),
-    text (fine-tuning MiniLM) when text is the only input and a GPU trains it, and tabular
-    otherwise: on a CPU the MLP over TF-IDF features learns short texts in seconds where
-    MiniLM takes minutes an epoch (5,000 snippets: 0.73 with TF-IDF, a 10-minute tuning
-    limit spent on 2 MiniLM trials)."""
+    """The model family from ``train.model``: the first of ``candidate_families``."""
+    return candidate_families(wanted, schema, gpu)[0][0]
+
+
+def candidate_families(wanted: str, schema: FeatureSchema, gpu: bool = False
+                       ) -> tuple[list[Family], str]:
+    """The families tuning may choose from, the default first, and why.
+
+    ``auto`` picks image for a square grid of numbered pixel-like columns (constant ones
+    included: a digit's corner is always 0), text (fine-tuning MiniLM) when text is the
+    only input and a GPU trains it, and otherwise lets tuning choose between gradient-
+    boosted trees and the MLP: trees first on a table, the MLP first (it is a linear
+    model over TF-IDF at heart) when text is the only input. On a CPU the MLP over TF-IDF
+    learns short texts in seconds where MiniLM takes minutes an epoch (5,000 snippets:
+    0.73 with TF-IDF, a 10-minute tuning limit spent on 2 MiniLM trials)."""
     constant = [c for c, why in schema.dropped.items() if why == "constant"]
     pixels = sorted([*schema.numeric, *constant], key=_pixel_order)
     side = math.isqrt(len(pixels))
     image_like = (side >= 4 and side * side == len(pixels) and schema.numeric == schema.inputs
                   and len({c.rstrip("0123456789_") for c in pixels}) == 1
                   and all(_pixel_order(c) for c in pixels))
+    text_only = bool(schema.text) and schema.inputs == schema.text
     if wanted == "image" or (wanted == "auto" and image_like):
         if not image_like:
             raise UserError(f"train.model is image, but the {len(pixels)} numeric columns "
                             "are not a square grid of numbered pixels")
         cell = {c: i for i, c in enumerate(pixels)}
-        return Family("image", side, [cell[c] for c in schema.numeric])
-    if wanted == "text" or (wanted == "auto" and gpu and schema.text
-                            and schema.inputs == schema.text):
+        return [Family("image", side, [cell[c] for c in schema.numeric])], \
+            "a square grid of numbered pixel columns"
+    if wanted == "text" or (wanted == "auto" and gpu and text_only):
         if not schema.text:
             raise UserError("train.model is text, but no column was inferred as text; "
                             "set data.features.text")
-        return Family("text")
-    return Family("tabular")
+        return [Family("text")], "asked for" if wanted == "text" else \
+            "text is the only input and a GPU fine-tunes MiniLM"
+    if wanted in ("tabular", "gbdt"):
+        return [Family(wanted)], "asked for"
+    if text_only:
+        return [Family("tabular"), Family("gbdt")], \
+            "text is the only input, on a CPU: TF-IDF features for the MLP or trees"
+    return [Family("gbdt"), Family("tabular")], "a table: trees or the MLP"
 
 
 def load_features(

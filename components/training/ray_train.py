@@ -26,6 +26,8 @@ class Scaling:
 class TrainOutcome:
     state_dict: dict[str, torch.Tensor]
     metrics: dict[str, float]
+    booster: Any = None
+    """The tree family's model, in place of weights."""
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -67,14 +69,15 @@ def tune_trial_loop(config: dict[str, Any]) -> None:
 
     device = torch.device("cuda" if config.get("use_gpu") and torch.cuda.is_available()
                           else "cpu")
-    datasets = ray_datasets(config)
-    shards = {p: d.iterator() for p, d in datasets.items()} if datasets else None
+    stream = config["data"].stream
+    shards = {p: d.iterator() for p, d in stream.datasets().items()} if stream else None
     run_epochs(config, 0, 1, device, lambda model: model.to(device),
                lambda metrics, _state: tune.report(metrics), None, shards, checkpoints=False)
 
 
 def make_trainer(config: dict[str, Any], scaling: Scaling, storage: str, name: str,
                  max_failures: int = 0, datasets: dict[str, Any] | None = None) -> Any:
+    """A ``TorchTrainer`` for the networks, an ``XGBoostTrainer`` for the tree family."""
     from ray.train import (
         CheckpointConfig,
         FailureConfig,
@@ -84,6 +87,18 @@ def make_trainer(config: dict[str, Any], scaling: Scaling, storage: str, name: s
     )
     from ray.train.torch import TorchTrainer
 
+    run_config = RunConfig(  # type: ignore[call-arg]  # mypy resolves Train v1's class
+        storage_path=storage, name=name,
+        failure_config=FailureConfig(max_failures=max_failures),
+        checkpoint_config=CheckpointConfig(
+            num_to_keep=2, checkpoint_score_attribute="val_loss",
+            checkpoint_score_order="min"),
+        logging_config=LoggingConfig(log_level="WARNING"),
+    )
+    if config["spec"]["family"] == "gbdt":
+        from components.training.trees import make_gbdt_trainer
+
+        return make_gbdt_trainer(config, scaling, run_config, datasets)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={**config, "threads": scaling.cpus_per_worker},
@@ -92,44 +107,34 @@ def make_trainer(config: dict[str, Any], scaling: Scaling, storage: str, name: s
             num_workers=scaling.workers, use_gpu=scaling.use_gpu,
             resources_per_worker={"CPU": scaling.cpus_per_worker},
         ),
-        run_config=RunConfig(  # type: ignore[call-arg]  # mypy resolves Train v1's class
-            storage_path=storage, name=name,
-            failure_config=FailureConfig(max_failures=max_failures),
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=2, checkpoint_score_attribute="val_loss",
-                checkpoint_score_order="min"),
-            logging_config=LoggingConfig(log_level="WARNING"),
-        ),
+        run_config=run_config,
     )
 
 
 def run_training(config: dict[str, Any], scaling: Scaling, storage: str, name: str,
                  max_failures: int = 0) -> TrainOutcome:
-    """Fit under Ray Train and return the best (lowest validation loss) weights; the
-    best checkpoint also goes to the run's MLflow artifacts when the config names a run."""
+    """Fit under Ray Train and return the best (lowest validation loss) model; its
+    checkpoint also goes to the run's MLflow artifacts when the config names a run."""
+    stream = config["data"].stream
     trainer = make_trainer(config, scaling, storage, name, max_failures,
-                           datasets=ray_datasets(config))
+                           datasets=stream.datasets() if stream else None)
     result = trainer.fit()
     if result.error:
         raise result.error
-    best = result.get_best_checkpoint("val_loss", "min") or result.checkpoint
+    gbdt = config["spec"]["family"] == "gbdt"
+    # A tree run's last checkpoint is its best round's model (early stopping keeps it).
+    best = result.checkpoint if gbdt else \
+        result.get_best_checkpoint("val_loss", "min") or result.checkpoint
     if best is None:
         raise RuntimeError("training finished without a checkpoint")
     with best.as_directory() as ckpt_dir:
-        state = torch.load(Path(ckpt_dir) / "state.pt", map_location="cpu", weights_only=False)
         MlflowLogger(config.get("mlflow"), 0).artifacts(ckpt_dir, "best_checkpoint")
+        if gbdt:
+            from components.training.trees import read_booster
+
+            return TrainOutcome({}, dict(result.metrics or {}), read_booster(ckpt_dir))
+        state = torch.load(Path(ckpt_dir) / "state.pt", map_location="cpu", weights_only=False)
     return TrainOutcome(state_dict=state["model"], metrics=dict(result.metrics or {}))
-
-
-def ray_datasets(config: dict[str, Any]) -> dict[str, Any] | None:
-    """The prepared splits as Ray Data datasets, when the features are streamed."""
-    stream = config["data"].stream
-    if stream is None:
-        return None
-    import ray.data
-
-    return {"train": ray.data.read_parquet(stream.train),
-            "val": ray.data.read_parquet(stream.val)}
 
 
 def scaling_for(workers: int, cpus_per_worker: int, use_gpu: bool | str) -> Scaling:

@@ -11,21 +11,23 @@ from components.common.compute import ray_session
 from components.common.policy import learning_rate, with_params
 from components.common.settings import Settings
 from components.data.prepared import PreparedData
-from components.training.featurize import Features, featurize_data, read_features
+from components.training.featurize import Features, FeatureSet, featurize_data, read_features
 from components.training.loop import LoopParams
 from components.training.model import save_bundle
 from components.training.networks import ModelSpec
 from components.training.ray_train import run_training, scaling_for
+from components.training.trees import TreeParams
 
 
 def run_featurize(settings: Settings, train: Path, val: Path, transform_dir: Path,
                   out: Path) -> dict[str, Any]:
     use_gpu = settings.train.use_gpu
     gpu = use_gpu is True or (use_gpu == "auto" and _cuda())
-    features = featurize_data(PreparedData.load(transform_dir, train, val),
-                              settings.train.model, settings.train.max_length, out, gpu)
-    return {"family": features.family.name, "n_features": features.n_features,
-            "streamed": features.stream is not None}
+    made = featurize_data(PreparedData.load(transform_dir, train, val),
+                          settings.train.model, settings.train.max_length, out, gpu)
+    return {"families": made.families, "why": made.reason,
+            "n_features": {f.family.name: f.n_features for f in made.candidates},
+            "streamed": made.pick().stream is not None}
 
 
 def _cuda() -> bool:
@@ -35,16 +37,24 @@ def _cuda() -> bool:
 
 
 def load_run_features(features_dir: Path, train: Path, val: Path, transform_dir: Path
-                      ) -> Features:
+                      ) -> FeatureSet:
     """``featurize_data``'s output, with a stream bound to this stage's split paths."""
     return read_features(features_dir, PreparedData.load(transform_dir, train, val))
 
 
 def trial_config(settings: Settings, overrides: dict[str, Any], features: Features,
                  epochs: int | None = None) -> dict[str, Any]:
-    """The train-loop config for given hyperparameters; the one place defaults meet overrides."""
+    """The run config for given hyperparameters; the one place defaults meet overrides.
+    The tree family's has ``tree`` (XGBoost's parameters) where the networks' has
+    ``loop`` (the epoch loop's)."""
     train = settings.train
     family = features.family
+    if family.name == "gbdt":
+        tree = TreeParams(**train.gbdt.model_dump(exclude={"checkpoint_every"}), seed=train.seed)
+        spec = ModelSpec(n_features=features.n_features, n_classes=features.n_classes,
+                         family="gbdt")
+        return with_params({"tree": asdict(tree), "spec": asdict(spec), "data": features,
+                            "checkpoint_every": train.gbdt.checkpoint_every}, overrides)
     loop = LoopParams(epochs=epochs or train.epochs, batch_size=train.batch_size,
                       lr=learning_rate(train.lr, family.name, train.freeze_encoder),
                       weight_decay=train.weight_decay, l1=train.l1, schedule=train.schedule,
@@ -58,8 +68,10 @@ def trial_config(settings: Settings, overrides: dict[str, Any], features: Featur
 
 
 def run_train(settings: Settings, mlflow_run_id: str, best_params: dict[str, Any],
-              features: Features, transform_dir: Path, out_dir: Path) -> dict[str, Any]:
+              made: FeatureSet, transform_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Train the family tuning chose (``best_params["model"]``), else the default one."""
     run_id = tracking.create_child_run(settings, mlflow_run_id, "train")
+    features = made.pick(best_params.get("model"))
     config = trial_config(settings, best_params, features)
     config["mlflow"] = {"tracking_uri": settings.tracking_uri, "run_id": run_id}
     with ray_session(settings.ray, train=True):
@@ -68,8 +80,10 @@ def run_train(settings: Settings, mlflow_run_id: str, best_params: dict[str, Any
         outcome = run_training(config, scaling, settings.ray_storage, name=f"train-{run_id}",
                                max_failures=settings.train.max_failures)
     spec = ModelSpec(**config["spec"])
+    part = "tree" if spec.family == "gbdt" else "loop"
     save_bundle(out_dir, outcome.state_dict, spec, transform_dir,
-                extra={"loop": config["loop"], "scaling": asdict(scaling),
-                       "mlflow_run_id": run_id})
-    return {"best_val_loss": outcome.metrics.get("best_val_loss"),
-            "epochs": int(outcome.metrics.get("epoch", 0)) + 1, "mlflow_run_id": run_id}
+                extra={part: config[part], "scaling": asdict(scaling), "mlflow_run_id": run_id},
+                booster=outcome.booster)
+    steps = "rounds" if spec.family == "gbdt" else "epochs"
+    return {"family": spec.family, "best_val_loss": outcome.metrics.get("best_val_loss"),
+            steps: int(outcome.metrics.get("epoch", 0)) + 1, "mlflow_run_id": run_id}

@@ -1,5 +1,7 @@
 """Ray Tune search: each trial runs the training loop in its own Tune process, one
-worker, reporting every epoch, so ASHA can stop it between any two epochs.
+worker, reporting every epoch, so ASHA can stop it between any two epochs. With several
+candidate families a trial draws one (``model``); trees report as often over their
+rounds as a network over its epochs, so ASHA compares them at equal shares of budget.
 
 Trials are not Ray Train runs: in Train v2 a ``TorchTrainer`` can only run inside a
 function trainable, and its controller and worker processes cost more start-up than a
@@ -8,17 +10,19 @@ small trial's epochs (``tune_trial_loop``). The final model is a Ray Train run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from components.common import tracking
 from components.common.compute import ray_session
 from components.common.errors import UserError
-from components.common.policy import search_space, with_params
+from components.common.policy import own_params, search_space, with_params
 from components.common.settings import Settings
-from components.training.featurize import Features
+from components.training.featurize import FeatureSet
 from components.training.loop import MlflowLogger, run_params
 from components.training.ray_train import scaling_for, tune_trial_loop
 from components.training.stage import trial_config
+from components.training.trees import tune_gbdt_trial
 
 
 def tune_domains(space: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
@@ -35,21 +39,36 @@ def tune_domains(space: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
     return out
 
 
-def run_tune(settings: Settings, mlflow_run_id: str, features: Features) -> dict[str, Any]:
-    """Search; returns the best trial's hyperparameters and its score."""
+def run_tune(settings: Settings, mlflow_run_id: str, made: FeatureSet) -> dict[str, Any]:
+    """Search; returns the best trial's hyperparameters (``model``: its family), its
+    score, and each family's best score, which the parent MLflow run records too."""
     if not settings.tune.enabled:
-        return {"params": {}, "trials": 0}
+        return {"params": {}, "trials": 0, "family": made.pick().family.name,
+                "why": f"{made.reason}; tuning off, the first candidate"}
     cfg = settings.tune
     mode = "min" if cfg.metric == "val_loss" else "max"
-    grid = search(settings, mlflow_run_id, features)
+    grid = search(settings, mlflow_run_id, made)
     best = grid.get_best_result(cfg.metric, mode)
     if best.metrics is None or best.config is None:
         raise RuntimeError(f"no trial reported {cfg.metric}")
-    return {"params": dict(best.config),
-            cfg.metric: best.metrics[cfg.metric], "trials": len(grid)}
+    default = made.pick().family.name
+    scores: dict[str, float] = {}
+    for result in grid:
+        if result.metrics and cfg.metric in result.metrics and result.config is not None:
+            family = result.config.get("model", default)
+            score = float(result.metrics[cfg.metric])
+            if family not in scores or (score < scores[family]) == (mode == "min"):
+                scores[family] = score
+    family = best.config.get("model", default)
+    why = f"best {cfg.metric} {scores.get(family, best.metrics[cfg.metric]):.4f}" + (
+        " against " + ", ".join(f"{f} {v:.4f}" for f, v in sorted(scores.items())
+                                if f != family) if len(scores) > 1 else "")
+    tracking.log_choice(settings, mlflow_run_id, family, why, scores)
+    return {"params": own_params(best.config, family), cfg.metric: best.metrics[cfg.metric],
+            "trials": len(grid), "family": family, "why": why, "by_family": scores}
 
 
-def search(settings: Settings, mlflow_run_id: str, features: Features) -> Any:
+def search(settings: Settings, mlflow_run_id: str, made: FeatureSet) -> Any:
     """Run every trial; returns Tune's ResultGrid."""
     import optuna
     from ray import tune
@@ -63,17 +82,26 @@ def search(settings: Settings, mlflow_run_id: str, features: Features) -> Any:
     cfg = settings.tune
     mode = "min" if cfg.metric == "val_loss" else "max"
     tracking.configure(settings)
-    space = search_space(cfg.search_space, features.family.name, settings.train.freeze_encoder)
+    space = search_space(cfg.search_space, made.families, settings.train.freeze_encoder)
     with ray_session(settings.ray):
         # Trials read the features' files and get a plain config: a small, light closure.
-        base = trial_config(settings, {}, features, epochs=cfg.max_epochs)
         scaling = scaling_for(1, settings.train.cpus_per_worker, settings.train.use_gpu)
-        base |= {"threads": scaling.cpus_per_worker, "use_gpu": scaling.use_gpu}
+        bases = {f.family.name: trial_config(settings, {}, f, epochs=cfg.max_epochs)
+                 | {"threads": scaling.cpus_per_worker, "use_gpu": scaling.use_gpu}
+                 for f in made.candidates}
+        default = made.pick().family.name
         concurrent = _concurrency(cfg.max_concurrent, scaling.cpus_per_worker,
-                                  streamed=features.stream is not None)
+                                  streamed=made.pick().stream is not None)
+
+        def base_of(params: dict[str, Any]) -> dict[str, Any]:
+            return bases[params.get("model", default)]
 
         def trial(params: dict[str, Any]) -> None:
-            tune_trial_loop(with_params(base, params))
+            config = with_params(base_of(params), params)
+            if config["spec"]["family"] == "gbdt":
+                tune_gbdt_trial(config, cfg.max_epochs)
+            else:
+                tune_trial_loop(config)
 
         tuner = tune.Tuner(
             tune.with_resources(trial, {"CPU": scaling.cpus_per_worker,
@@ -100,12 +128,14 @@ def search(settings: Settings, mlflow_run_id: str, features: Features) -> Any:
             run_config=tune.RunConfig(storage_path=settings.ray_storage,
                                       name=f"tune-{mlflow_run_id}", verbose=0,
                                       callbacks=[JsonLoggerCallback(),
-                                                 _trial_runs(settings, mlflow_run_id, base)]),
+                                                 _trial_runs(settings, mlflow_run_id,
+                                                             base_of)]),
         )
         return tuner.fit()
 
 
-def _trial_runs(settings: Settings, parent_run_id: str, base: dict[str, Any]) -> Any:
+def _trial_runs(settings: Settings, parent_run_id: str,
+                base_of: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
     """A Tune callback that keeps each trial's nested MLflow run from the driver, with the
     results Tune already gathers there. A trial that imported MLflow and opened the store
     itself spent ~2.9 s doing so before its first epoch (measured on 2 cores)."""
@@ -120,7 +150,7 @@ def _trial_runs(settings: Settings, parent_run_id: str, base: dict[str, Any]) ->
             run_id = tracking.create_child_run(settings, parent_run_id,
                                                f"trial-{trial.trial_id}")
             logger = MlflowLogger({"tracking_uri": settings.tracking_uri, "run_id": run_id}, 0)
-            logger.params(run_params(with_params(base, trial.config), 1))
+            logger.params(run_params(with_params(base_of(trial.config), trial.config), 1))
             self.runs[trial.trial_id] = logger
 
         def on_trial_result(self, iteration: int, trials: list[Any], trial: Any,

@@ -38,11 +38,15 @@ def test_tuning_and_training_read_the_features_made_once(
     monkeypatch.setattr(featurize_module, "load_features", counted)
     splits = (prepared / "train.pq", prepared / "val.pq", prepared / "transform")
     described = run_featurize(settings, *splits, tmp_path / "features")
-    assert len(calls) == 1
-    assert described["family"] == "tabular" and described["streamed"] is False
-    assert described["n_features"] > 100  # TF-IDF terms, categories and numbers
-    files = {f.name for f in (tmp_path / "features").iterdir()}
-    assert files == {"features.json", "x_train.npz", "y_train.npy", "x_val.npz", "y_val.npy"}
+    assert len(calls) == 2  # once per candidate family
+    assert described["families"] == ["gbdt", "tabular"] and described["streamed"] is False
+    # TF-IDF terms, one-hot categories and numbers; trees take a code per category
+    assert described["n_features"]["tabular"] > described["n_features"]["gbdt"] > 100
+    assert {f.name for f in (tmp_path / "features").iterdir()} == {"features.json", "gbdt",
+                                                                   "tabular"}
+    for family in ("gbdt", "tabular"):
+        files = {f.name for f in (tmp_path / "features" / family).iterdir()}
+        assert files == {"x_train.npz", "y_train.npy", "x_val.npz", "y_val.npy"}
 
     def featurized_again(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("featurized again after featurize_data")
@@ -55,5 +59,6 @@ def test_tuning_and_training_read_the_features_made_once(
     best = run_tune(settings, parent, features)
     trained = run_train(settings, parent, best["params"], features, prepared / "transform",
                         tmp_path / "model")
-    assert best["trials"] == 1 and trained["epochs"] >= 1
-    assert (tmp_path / "model" / "weights.pt").is_file()
+    assert best["trials"] == 1 and trained["family"] == best["family"]
+    assert (tmp_path / "model" / ("model.ubj" if best["family"] == "gbdt" else "weights.pt")
+            ).is_file()

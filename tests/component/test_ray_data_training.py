@@ -29,7 +29,7 @@ def test_training_streams_ray_data_shards(scenario: Path, tmp_path: Path) -> Non
     settings = Settings(workdir=tmp_path / "work", ray={"num_cpus": 3},
                         # Ray Data re-reads the shards each epoch (~30 s an epoch on 2
                         # cores): six epochs learn the scenario (0.98 by the third).
-                        train={**FAST["train"], "workers": 2, "epochs": 6},
+                        train={**FAST["train"], "model": "tabular", "workers": 2, "epochs": 6},
                         data={"sources": scenario_sources(scenario), "target": "category",
                               "engine": "ray"})
     out = tmp_path / "prepared"

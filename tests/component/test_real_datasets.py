@@ -32,7 +32,7 @@ def _frame(name: str) -> tuple[pd.DataFrame, str]:
 
 
 @pytest.mark.parametrize(("name", "floor", "family"), [
-    ("breast_cancer", 0.94, "tabular"), ("digits", 0.95, "image"), ("penguins", 0.95, "tabular"),
+    ("breast_cancer", 0.94, "gbdt"), ("digits", 0.95, "image"), ("penguins", 0.95, "gbdt"),
 ])
 def test_holdout_accuracy_on_real_data(name: str, floor: float, family: str,
                                        tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from components.common import tracking
 from components.common.settings import Settings
 from components.data.prepare import prepare
 from components.data.prepared import PreparedPaths
-from components.training.featurize import Features
+from components.training.featurize import FeatureSet
 from components.training.stage import load_run_features, run_featurize
 from components.tuning.tune import run_tune
 from tests.conftest import scenario_sources
@@ -20,7 +20,7 @@ from tests.conftest import scenario_sources
 pytestmark = pytest.mark.slow
 
 
-def _features(settings: Settings, prepared: Path) -> Features:
+def _features(settings: Settings, prepared: Path) -> FeatureSet:
     splits = (prepared / "train.pq", prepared / "val.pq", prepared / "transform")
     run_featurize(settings, *splits, prepared / "features")
     return load_run_features(prepared / "features", *splits)
@@ -31,7 +31,7 @@ def test_tune_picks_the_best_trial_by_the_configured_metric(scenario: Path,
     settings = Settings(
         workdir=tmp_path / "work", ray={"num_cpus": 2},
         data={"sources": scenario_sources(scenario), "target": "category"},
-        train={"batch_size": 32, "hidden": 32},
+        train={"model": "tabular", "batch_size": 32, "hidden": 32},
         tune={"num_samples": 3, "max_concurrent": 2, "max_epochs": 3,
               "metric": "val_accuracy",  # maximized: the opposite sense of the default
               "search_space": {"lr": {"choice": [1e-6, 3e-3, 2e-2]}}})
@@ -65,7 +65,7 @@ def test_trials_that_stream_through_ray_data_leave_it_a_cpu(scenario: Path,
     settings = Settings(
         workdir=tmp_path / "work", ray={"num_cpus": 2},
         data={"sources": scenario_sources(scenario), "target": "category", "engine": "ray"},
-        train={"batch_size": 64, "hidden": 16},
+        train={"model": "tabular", "batch_size": 64, "hidden": 16},
         tune={"num_samples": 2, "max_concurrent": 2, "max_epochs": 2, "time_limit_s": 120,
               "search_space": {"lr": {"choice": [1e-3, 3e-3]}}})
     out = tmp_path / "prepared"

@@ -30,15 +30,18 @@ def test_text_models_get_fine_tuning_rates_unless_configured(tmp_path: Path) -> 
     assert s.train.lr is None and s.tune.search_space is None
     assert learning_rate(s.train.lr, "tabular", False) == 3e-3
     assert learning_rate(s.train.lr, "text", False) == 5e-5  # 3e-3 would wreck the encoder
-    assert "hidden" in search_space(s.tune.search_space, "tabular", False)
-    text = search_space(s.tune.search_space, "text", False)
+    assert "hidden" in search_space(s.tune.search_space, ["tabular"], False)
+    text = search_space(s.tune.search_space, ["text"], False)
     assert "hidden" not in text and text["lr"]["loguniform"][1] <= 2e-4
-    assert search_space(s.tune.search_space, "text", True)["lr"]["loguniform"][0] >= 1e-4
+    assert search_space(s.tune.search_space, ["text"], True)["lr"]["loguniform"][0] >= 1e-4
+    joint = search_space(s.tune.search_space, ["gbdt", "tabular"], False)
+    assert joint["model"] == {"choice": ["gbdt", "tabular"]}
+    assert {"max_depth", "learning_rate", "hidden", "lr"} <= set(joint)
     mine = Settings.from_json(load_settings(write(
         tmp_path, base + "train: {lr: 0.01}\ntune:\n  search_space:\n"
                          "    hidden: {choice: [8]}\n")).to_json())
     assert learning_rate(mine.train.lr, "text", False) == 0.01
-    assert search_space(mine.tune.search_space, "text", False) == {"hidden": {"choice": [8]}}
+    assert search_space(mine.tune.search_space, ["text"], False) == {"hidden": {"choice": [8]}}
 
 
 def test_the_pipeline_carries_unset_family_defaults_as_unset(tmp_path: Path) -> None:

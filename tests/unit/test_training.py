@@ -230,7 +230,7 @@ def test_l1_penalty_shrinks_weights(tmp_path) -> None:  # type: ignore[no-untype
 
 def test_model_family_follows_the_data() -> None:
     from components.data.features import FeatureSchema
-    from components.training.model import resolve_family
+    from components.training.model import candidate_families, resolve_family
     from components.training.networks import build_model
 
     pixels = [f"pixel_{r}_{c}" for r in range(8) for c in range(8)]
@@ -243,13 +243,17 @@ def test_model_family_follows_the_data() -> None:
     assert (family.name, family.side, family.grid) == ("image", 8, list(range(1, 64)))
     tabular = FeatureSchema(target="y", task="classification", classes=["a", "b"],
                             numeric=["age", "spend"], categorical=["plan"])
-    assert resolve_family("auto", tabular).name == "tabular"
+    names = lambda families: [f.name for f in families[0]]  # noqa: E731
+    assert names(candidate_families("auto", tabular)) == ["gbdt", "tabular"]  # tuning picks
+    assert names(candidate_families("tabular", tabular)) == ["tabular"]
+    assert names(candidate_families("gbdt", tabular)) == ["gbdt"]
     texts = FeatureSchema(target="y", task="classification", classes=["a", "b"], text=["body"])
     assert resolve_family("auto", texts, gpu=True).name == "text"
-    assert resolve_family("auto", texts).name == "tabular"  # TF-IDF on a CPU: cheap
+    # TF-IDF on a CPU: cheap; the MLP (linear at heart) first, trees as the alternative
+    assert names(candidate_families("auto", texts)) == ["tabular", "gbdt"]
     assert resolve_family("text", texts).name == "text"  # asked for
     assert resolve_family("auto", FeatureSchema(**{**tabular.to_dict(), "text": ["body"]})) \
-        .name == "tabular"
+        .name == "gbdt"
     from components.common.errors import UserError
 
     with pytest.raises(UserError, match="not a square grid"):
