@@ -50,8 +50,15 @@ def requirements() -> list[str]:
     """Pinned from this environment; MLflow's own inference of them takes ~10 s."""
     from importlib.metadata import version
 
+    from importlib.metadata import PackageNotFoundError
+
     pins = [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "scikit-learn", "pandas", "numpy")]
-    return [*pins, f"torch=={version('torch').split('+')[0]}", f"mlcycle=={version('mlcycle')}"]
+    try:  # the CPU wheel here; a GPU image has the full one (decision 026)
+        trees = f"xgboost-cpu=={version('xgboost-cpu')}"
+    except PackageNotFoundError:
+        trees = f"xgboost=={version('xgboost')}"
+    return [*pins, f"torch=={version('torch').split('+')[0]}", trees,
+            f"mlcycle=={version('mlcycle')}"]
 
 
 def score_on(model: Any, test: pd.DataFrame, target: str, classes: list[str],

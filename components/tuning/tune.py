@@ -16,7 +16,7 @@ from typing import Any
 from components.common import tracking
 from components.common.compute import ray_session
 from components.common.errors import UserError
-from components.common.policy import own_params, search_space, with_params
+from components.common.policy import TUNABLE, own_params, search_space, with_params
 from components.common.settings import Settings
 from components.training.featurize import FeatureSet
 from components.training.loop import MlflowLogger, run_params
@@ -93,6 +93,8 @@ def search(settings: Settings, mlflow_run_id: str, made: FeatureSet) -> Any:
         concurrent = _concurrency(cfg.max_concurrent, scaling.cpus_per_worker,
                                   streamed=made.pick().stream is not None)
 
+        first = _first_points(space, bases)
+
         def base_of(params: dict[str, Any]) -> dict[str, Any]:
             return bases[params.get("model", default)]
 
@@ -119,9 +121,11 @@ def search(settings: Settings, mlflow_run_id: str, made: FeatureSet) -> Any:
                                         grace_period=min(cfg.grace_period, cfg.max_epochs),
                                         reduction_factor=cfg.reduction_factor)
                 if cfg.scheduler == "asha" else FIFOScheduler(),
-                search_alg=OptunaSearch(seed=settings.train.seed) if cfg.search == "optuna"
+                search_alg=OptunaSearch(seed=settings.train.seed, points_to_evaluate=first)
+                if cfg.search == "optuna"
                 else BasicVariantGenerator(random_state=settings.train.seed,
-                                           max_concurrent=concurrent),
+                                           max_concurrent=concurrent,
+                                           points_to_evaluate=first),
             ),
             # Each trial's results as JSON, so the ResultGrid can load them (mlcycle turns
             # off Tune's default loggers, TensorBoard's among them).
@@ -132,6 +136,34 @@ def search(settings: Settings, mlflow_run_id: str, made: FeatureSet) -> Any:
                                                              base_of)]),
         )
         return tuner.fit()
+
+
+def _first_points(space: dict[str, dict[str, list[Any]]], bases: dict[str, dict[str, Any]]
+                  ) -> list[dict[str, Any]] | None:
+    """With several families, one trial of each comes first, at its configured values
+    (moved into the searched range): a draw could leave a family untried. Search
+    algorithms take only whole points, so each names every key."""
+    if "model" not in space:
+        return None
+    configured: dict[str, Any] = {}
+    for base in bases.values():
+        for key in space:
+            part = TUNABLE[key][0]
+            if key in base.get(part, {}):
+                configured[key] = base[part][key]
+    return [{key: family if key == "model" else _within(domain, configured.get(key))
+             for key, domain in space.items()} for family in space["model"]["choice"]]
+
+
+def _within(domain: dict[str, list[Any]], value: Any) -> Any:
+    kind, args = next(iter(domain.items()))
+    if kind == "choice":
+        return value if value in args else args[0]
+    low, high = args[0], args[1] - 1 if kind == "randint" else args[1]
+    if value is None:
+        value = (low * high) ** 0.5 if kind == "loguniform" else (low + high) / 2
+    value = min(max(value, low), high)
+    return int(value) if kind == "randint" else value
 
 
 def _trial_runs(settings: Settings, parent_run_id: str,

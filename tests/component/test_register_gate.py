@@ -18,7 +18,7 @@ from components.data.prepared import PreparedPaths
 from components.evaluation.evaluate import evaluate_bundle
 from components.registry.component import register_model
 from components.training.loop import train_in_process
-from components.training.model import load_bundle, load_features, save_bundle
+from components.training.model import Family, load_bundle, load_features, save_bundle
 from components.training.networks import ModelSpec, build_mlp
 from tests.conftest import loop_config, scenario_sources
 
@@ -49,6 +49,30 @@ def _bundle(out: Path, prepared: Path, epochs: int) -> Path:
     return out
 
 
+def _tree_bundle(out: Path, prepared: Path) -> Path:
+    """What each ``XGBoostTrainer`` worker runs (``boost``), in this process."""
+    from dataclasses import asdict
+
+    from components.data.features import tree_features
+    from components.training.featurize import Features
+    from components.training.trees import TreeParams, boost
+
+    schema, ((xt, yt), (xv, yv)) = load_features(
+        prepared / "transform", prepared / "train.pq", prepared / "val.pq",
+        family=Family("gbdt"))
+    import joblib
+
+    transform = joblib.load(prepared / "transform" / "transform.joblib")
+    types = tree_features(transform, pd.read_parquet(prepared / "val.pq").head(4))[1]
+    spec = ModelSpec(n_features=xt.shape[1], n_classes=len(schema.classes), family="gbdt")
+    features = Features(Family("gbdt"), spec.n_features, spec.n_classes, feature_types=types)
+    config = {"tree": asdict(TreeParams(rounds=200)), "spec": asdict(spec), "data": features}
+    booster, history = boost(config, (xt, yt), (xv, yv), lambda *_: None, every=1000)
+    assert history[-1]["val_loss"] < history[0]["val_loss"]
+    save_bundle(out, {}, spec, prepared / "transform", booster=booster)
+    return out
+
+
 @pytest.fixture(scope="module")
 def workspace(scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     root = tmp_path_factory.mktemp("gate")
@@ -60,9 +84,11 @@ def workspace(scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
         prepared / "train.pq", prepared / "val.pq", prepared / "test.pq", prepared / "q.pq",
         prepared / "transform", prepared / "report"))
     good = _bundle(root / "good", prepared, epochs=15)
+    trees = _tree_bundle(root / "trees", prepared)
     untrained = _bundle(root / "untrained", prepared, epochs=0)
     parent = tracking.start_parent_run(settings, "gate-run")
     return {"settings": settings, "prepared": prepared, "good": good, "untrained": untrained,
+            "trees": trees,
             "parent": parent, "fingerprint": report["fingerprint"]}
 
 
@@ -133,6 +159,37 @@ def test_service_serves_the_champion_in_process(workspace: dict[str, object],
         assert wrong.status_code == 400 and "'monthly_spend' must be a number" in wrong.text
         empty = client.post("/predict", json={"rows": []})
         assert empty.status_code == 400
+
+
+def test_a_tree_model_is_gated_registered_and_served(workspace: dict[str, object],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tree family is the same deployable unit: transform and booster behind one
+    pyfunc, scored by the gate against the champion and served by the same endpoint."""
+    from starlette.testclient import TestClient
+
+    settings = workspace["settings"]
+    assert isinstance(settings, Settings)
+    if not _champion_exists(settings):
+        _register(workspace, Path(str(workspace["good"])))
+    trees = _register(workspace, Path(str(workspace["trees"])))
+    assert trees["champion_score"] is not None  # scored against the champion on the holdout
+    assert str(trees["reason"]).startswith("f1_macro ")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
+    monkeypatch.setenv("MLCYCLE_MODEL_URI", f"models:/gate-test@{trees['alias']}")
+    from services.inference.service import Classifier
+
+    test = pd.read_parquet(Path(str(workspace["prepared"])) / "test.pq")
+    rows = json.loads(test.drop(columns="category").head(32).to_json(orient="records"))
+    with TestClient(Classifier.to_asgi()) as client:
+        ok = client.post("/predict", json={"rows": rows})
+        assert ok.status_code == 200, ok.text
+        preds = ok.json()["predictions"]
+        assert str(ok.json()["model_version"]) == trees["version"]
+    assert all(abs(sum(p["probabilities"].values()) - 1) < 1e-3 for p in preds)
+    accuracy = np.mean([p["label"] == t for p, t in zip(preds, test["category"], strict=False)])
+    assert accuracy >= 0.8, accuracy
+    local = load_bundle(Path(str(workspace["trees"]))).predict(test.head(32))
+    assert [p["label"] for p in preds] == local["prediction"].tolist()
 
 
 def _champion_exists(settings: Settings) -> bool:

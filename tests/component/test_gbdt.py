@@ -1,0 +1,109 @@
+"""The tree family under Ray Train (1 worker against 2) and ``auto``'s choice between
+trees and the MLP, on tables made with scikit-learn's generators."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.common import tracking
+from components.common.compute import ray_session
+from components.common.settings import Settings
+from components.data.prepare import prepare
+from components.data.prepared import PreparedPaths
+from components.training.featurize import FeatureSet
+from components.training.ray_train import Scaling, run_training
+from components.training.stage import load_run_features, run_featurize, trial_config
+from components.tuning.tune import run_tune
+from tests.conftest import FAST
+
+pytestmark = pytest.mark.slow
+
+
+def _table(kind: str, n: int = 1500) -> pd.DataFrame:
+    """``steps``: the label flips every half unit along one column and for one category,
+    which trees cut exactly and a smooth model cannot; a missing-value column rides along.
+    ``blobs``: two Gaussian clouds apart along the diagonal of 20 columns, an oblique
+    boundary that a linear layer draws at once and axis-aligned trees only by staircase."""
+    from sklearn.datasets import make_blobs, make_classification
+
+    if kind == "blobs":
+        x, y = make_blobs(n_samples=n, centers=[[-0.25] * 20, [0.25] * 20], random_state=0)
+        frame = pd.DataFrame(x, columns=[f"x{i}" for i in range(20)])
+    else:
+        x, _ = make_classification(n_samples=n, n_features=6, n_informative=6,
+                                   n_redundant=0, random_state=0)
+        frame = pd.DataFrame(x, columns=[f"x{i}" for i in range(6)])
+        plans = np.random.default_rng(0).choice(["basic", "pro", "team", "gold"], n)
+        y = (np.floor(frame["x0"] * 2) % 2).astype(int).to_numpy() ^ (plans == "gold")
+        frame["plan"] = plans
+        frame.loc[frame.index % 9 == 0, "x1"] = np.nan
+    frame["label"] = np.where(y, "yes", "no")
+    return frame
+
+
+def _prepared(kind: str, root: Path, **overrides: object) -> tuple[Settings, FeatureSet, Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    _table(kind).to_csv(root / f"{kind}.csv", index=False)
+    settings = Settings(workdir=root / "work", ray=FAST["ray"],
+                        data={"sources": [{"name": kind, "uri": str(root / f"{kind}.csv")}],
+                              "target": "label"}, **overrides)  # type: ignore[arg-type]
+    out = root / "prepared"
+    prepare(settings.data, PreparedPaths(out / "train.pq", out / "val.pq", out / "test.pq",
+                                         out / "q.pq", out / "transform", out / "report"))
+    splits = (out / "train.pq", out / "val.pq", out / "transform")
+    run_featurize(settings, *splits, out / "features")
+    return settings, load_run_features(out / "features", *splits), out
+
+
+def test_trees_on_two_workers_match_one(tmp_path: Path) -> None:
+    settings, made, _ = _prepared("steps", tmp_path, train={"gbdt": {"rounds": 300}})
+    features = made.pick("gbdt")
+    assert features.feature_types is not None
+    assert features.feature_types.count("c") == 1  # the plan goes in as one category column
+    config = trial_config(settings, {}, features)
+    parent = tracking.start_parent_run(settings, "gbdt-workers")
+    run_id = tracking.create_child_run(settings, parent, "train")
+    with ray_session(settings.ray, train=True):
+        one = run_training(config, Scaling(workers=1), settings.ray_storage, "one")
+        two = run_training({**config, "mlflow": {"tracking_uri": settings.tracking_uri,
+                                                 "run_id": run_id}},
+                           Scaling(workers=2), settings.ray_storage, "two")
+    # XGBoost sums histograms and metrics over the workers' rows: the same validation set.
+    assert one.metrics["val_accuracy"] > 0.9
+    assert abs(one.metrics["val_accuracy"] - two.metrics["val_accuracy"]) < 0.03
+    assert abs(one.metrics["best_val_loss"] - two.metrics["best_val_loss"]) < 0.05
+    assert "c" in two.booster.feature_types
+    assert two.booster.num_boosted_rounds() == two.metrics["best_round"]  # the best round kept
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    history = client.get_metric_history(run_id, "val_loss")
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(len(history)))
+    assert len(history) >= two.metrics["best_round"]  # every round, not only the reports
+    run = client.get_run(run_id)
+    assert run.data.params["max_depth"] == "6" and run.data.params["workers"] == "2"
+    logged = {a.path for a in client.list_artifacts(run_id, "best_checkpoint")}
+    assert logged == {"best_checkpoint/model.ubj"}
+
+
+@pytest.mark.parametrize(("kind", "winner"), [("steps", "gbdt"), ("blobs", "tabular")])
+def test_auto_tunes_both_families_and_keeps_the_winner(kind: str, winner: str,
+                                                       tmp_path: Path) -> None:
+    settings, made, _ = _prepared(kind, tmp_path, train=FAST["train"],
+                                  tune={"num_samples": 4, "max_concurrent": 2,
+                                        "max_epochs": 4})
+    assert made.families == ["gbdt", "tabular"]
+    parent = tracking.start_parent_run(settings, f"auto-{kind}")
+    result = run_tune(settings, parent, made)
+    assert set(result["by_family"]) == {"gbdt", "tabular"}  # each family had a trial
+    assert result["family"] == winner == result["params"]["model"], result["why"]
+    loser = ({"gbdt", "tabular"} - {winner}).pop()
+    assert result["by_family"][winner] < result["by_family"][loser]
+    # Only the winner's own hyperparameters travel to training.
+    assert ("max_depth" in result["params"]) == (winner == "gbdt") != ("lr" in result["params"])
+    tags = mlflow.MlflowClient(settings.tracking_uri).get_run(parent).data.tags
+    assert tags["mlcycle.model_family"] == winner
+    assert tags["mlcycle.model_family_why"] == result["why"] and loser in result["why"]
