@@ -104,6 +104,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if rows.get("input") is not None:
         table.add_row("rows", f"{rows['input']} in, {rows['clean']} clean, "
                               f"{rows['quarantined']} quarantined")
+    tuning = summary.get("tuning") or {}
+    if tuning.get("family"):
+        table.add_row("family", f"{tuning['family']}: {tuning.get('why', '')}")
     if summary["metrics"]:
         table.add_row("metrics", ", ".join(f"{k} {v:.3f}" for k, v in summary["metrics"].items()))
     model = summary["model"]

@@ -48,9 +48,7 @@ def input_example(clf_inputs: list[str], frame: pd.DataFrame, n: int = 5) -> pd.
 
 def requirements() -> list[str]:
     """Pinned from this environment; MLflow's own inference of them takes ~10 s."""
-    from importlib.metadata import version
-
-    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import PackageNotFoundError, version
 
     pins = [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "scikit-learn", "pandas", "numpy")]
     try:  # the CPU wheel here; a GPU image has the full one (decision 026)

@@ -464,8 +464,10 @@ def system_info(device: torch.device, world: int) -> dict[str, Any]:
 
 def run_params(config: dict[str, Any], world: int) -> dict[str, Any]:
     """A run's params as MLflow shows them."""
-    return {**config.get("loop", {}), **config.get("tree", {}), **config["spec"],
-            "workers": world}
+    if "tree" in config:  # the networks' architecture fields mean nothing to trees
+        spec = {k: config["spec"][k] for k in ("family", "n_features", "n_classes")}
+        return {**config["tree"], **spec, "workers": world}
+    return {**config["loop"], **config["spec"], "workers": world}
 
 
 @dataclass

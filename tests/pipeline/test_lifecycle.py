@@ -80,20 +80,38 @@ def test_lifecycle_end_to_end(scenario: Path, tmp_path: Path) -> None:
         assert len(trials) == FAST["tune"]["num_samples"] + 1  # trials + final training
         assert all("val_loss" in t.data.metrics for t in trials)
         train_run = next(t for t in trials if t.info.run_name == "train")
-        assert {"lr", "hidden", "dropout", "weight_decay", "workers"} <= set(train_run.data.params)
+        # Both families were tried (one first trial each); the winner trained.
+        family = summary["tuning"]["family"]
+        assert set(summary["tuning"]["by_family"]) == {"gbdt", "tabular"}
+        assert run.data.tags["mlcycle.model_family"] == family
+        assert train_run.data.params["family"] == family
+        tree = family == "gbdt"
+        own = {"max_depth", "learning_rate", "subsample"} if tree else {"lr", "hidden", "dropout"}
+        assert own | {"workers"} <= set(train_run.data.params)
         history = client.get_metric_history(train_run.info.run_id, "val_loss")
         assert len(history) >= 2 and [m.step for m in history] == sorted(m.step for m in history)
         train_files = mlflow.artifacts.download_artifacts(
             run_id=train_run.info.run_id, dst_path=str(tmp_path / "train-run"),
             tracking_uri=settings.tracking_uri)
         config = json.loads((Path(train_files) / "config.json").read_text())
-        assert config["loop"]["lr"] == float(train_run.data.params["lr"])
+        part, key = ("tree", "max_depth") if tree else ("loop", "lr")
+        assert str(config[part][key]) == train_run.data.params[key]
         system = json.loads((Path(train_files) / "system.json").read_text())
         assert system["torch"] == torch.__version__
         assert system["world_size"] == int(train_run.data.params["workers"])
-        best = torch.load(Path(train_files) / "best_checkpoint" / "state.pt", weights_only=False)
         val_loss = {m.step: m.value for m in history}  # the best by validation loss, not the last
-        assert val_loss[best["epoch"]] <= min(val_loss.values()) + 1e-6 and "model" in best
+        if tree:
+            import xgboost
+
+            booster = xgboost.Booster(model_file=str(Path(train_files) / "best_checkpoint"
+                                                     / "model.ubj"))
+            best_step = booster.num_boosted_rounds() - 1
+        else:
+            best = torch.load(Path(train_files) / "best_checkpoint" / "state.pt",
+                              weights_only=False)
+            best_step = best["epoch"]
+            assert "model" in best
+        assert val_loss[best_step] <= min(val_loss.values()) + 1e-6
         logged = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
         assert {"evaluation/confusion_matrix.png", "evaluation/curves.png",
                 "evaluation/metrics.json"} <= logged

@@ -1,0 +1,98 @@
+"""The tree family's inputs and boosting, without Ray."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.common.policy import own_params, search_space, with_params
+from components.common.settings import DataSettings
+from components.data.features import build_transform, infer_schema, tree_features
+from components.training.featurize import Features
+from components.training.model import Family
+from components.training.trees import TreeParams, boost, report_every
+
+
+def _frame(n: int = 400) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    plan = rng.choice(["Basic", "pro ", "PRO", "Team"], n)
+    spend = rng.normal(50, 10, n)
+    spend[::10] = np.nan
+    body = np.where(rng.random(n) < 0.5, "the printer will not print at all",
+                    "my invoice shows the wrong amount")
+    label = np.where((np.char.strip(np.char.lower(plan.astype(str))) == "pro") ^ (spend > 55),
+                     "a", "b")
+    return pd.DataFrame({"plan": plan, "spend": spend, "opened": "2024-03-01",
+                         "body": body, "label": label})
+
+
+def _fitted(frame: pd.DataFrame, text: bool) -> tuple[object, list[str]]:
+    settings = DataSettings(target="label", sources=[{"name": "a", "uri": "a.csv"}],
+                            features={"text": ["body"] if text else [],
+                                      "drop": [] if text else ["body"]})
+    schema = infer_schema(frame, settings, ["a", "b"])
+    return build_transform(schema, settings).fit(frame[schema.inputs]), schema.inputs
+
+
+def test_trees_take_raw_numbers_with_gaps_and_categories_as_codes() -> None:
+    frame = _frame()
+    transform, inputs = _fitted(frame, text=False)
+    x, types = tree_features(transform, frame[inputs])
+    assert isinstance(x, np.ndarray) and x.dtype == np.float32
+    assert types.count("c") == 1 and len(types) == x.shape[1]
+    spend = x[:, 0]
+    assert np.isnan(spend[::10]).all()  # missing stays missing: no median imputed
+    assert spend[1] == pytest.approx(frame["spend"][1], rel=1e-6)  # raw: neither clipped
+    codes = x[:, types.index("c")]  # nor scaled
+    assert len(set(codes)) == 3  # "pro " and "PRO" are one category
+    assert set(codes) <= set(range(len(transform.named_transformers_["categorical"][-1]
+                                        .categories_[0])))
+    unseen = tree_features(transform, frame[inputs].head(1).assign(plan="Enterprise"))[0]
+    assert np.isnan(unseen[0, types.index("c")])  # an unseen category reads as missing
+
+
+def test_with_text_trees_get_sparse_rows_that_keep_their_zeros() -> None:
+    frame = _frame()
+    frame.loc[0, "spend"] = 0.0
+    transform, inputs = _fitted(frame, text=True)
+    x, types = tree_features(transform, frame[inputs])
+    assert hasattr(x, "tocsr") and types.count("q") > 10  # the TF-IDF terms
+    row = x[0].toarray().ravel()
+    # XGBoost reads an absent entry of a sparse row as missing: the zero must be stored.
+    assert x[0].nnz > 0 and 0 in x[0].indices and row[0] == 0.0
+    assert 0 not in x[10].indices  # the missing spend is absent
+
+
+def test_boosting_stops_early_and_keeps_the_best_round() -> None:
+    frame = _frame(600)
+    transform, inputs = _fitted(frame, text=False)
+    x, types = tree_features(transform, frame[inputs])
+    y = (frame["label"] == "a").to_numpy(dtype=np.int64)
+    tree = TreeParams(rounds=400, early_stopping_rounds=10, learning_rate=0.3)
+    config = {"tree": asdict(tree), "spec": {"family": "gbdt"},
+              "data": Features(Family("gbdt"), x.shape[1], 2, feature_types=types)}
+    reports: list[dict[str, float]] = []
+    booster, history = boost(config, (x[:400], y[:400]), (x[400:], y[400:]),
+                             lambda metrics, _model: reports.append(metrics), every=5)
+    assert len(history) < 400  # stopped early
+    best = min(range(len(history)), key=lambda i: history[i]["val_loss"])
+    assert booster.num_boosted_rounds() == best + 1 == len(history) - 10
+    assert [r["epoch"] for r in reports] == list(range(4, len(history), 5))
+    assert history[best]["val_accuracy"] > 0.9
+    proba = booster.inplace_predict(x[400:])
+    assert proba.shape == (200, 2) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
+
+
+def test_a_joint_search_keeps_each_familys_keys_apart() -> None:
+    space = search_space(None, ["gbdt", "tabular"], False)
+    params = {"model": "gbdt", "max_depth": 4.0, "lr": 0.01, "hidden": 64}
+    assert own_params(params, "gbdt") == {"model": "gbdt", "max_depth": 4.0}
+    tree_config = {"tree": asdict(TreeParams()), "spec": {"family": "gbdt"}}
+    out = with_params(tree_config, params)
+    assert out["tree"]["max_depth"] == 4 and "lr" not in out["tree"]
+    assert tree_config["tree"]["max_depth"] == 6  # the base is not changed
+    assert space["model"]["choice"] == ["gbdt", "tabular"]
+    assert report_every({"rounds": 1000}, 8) == 125
