@@ -24,18 +24,32 @@ from tests.conftest import FAST, scenario_sources
 pytestmark = pytest.mark.slow
 
 
-def test_training_streams_ray_data_shards(scenario: Path, tmp_path: Path) -> None:
+def _settings(scenario: Path, root: Path, **train: object) -> Settings:
     # Three logical CPUs on two cores: two Train workers, and one for Ray Data's reads.
-    settings = Settings(workdir=tmp_path / "work", ray={"num_cpus": 3},
-                        # Ray Data re-reads the shards each epoch (~30 s an epoch on 2
-                        # cores): six epochs learn the scenario (0.98 by the third).
-                        train={**FAST["train"], "model": "tabular", "workers": 2, "epochs": 6},
-                        data={"sources": scenario_sources(scenario), "target": "category",
-                              "engine": "ray"})
-    out = tmp_path / "prepared"
-    prepare(settings.data, PreparedPaths(out / "train.pq", out / "val.pq", out / "test.pq",
-                                         out / "q.pq", out / "transform", out / "report"))
+    return Settings(workdir=root / "work", ray={"num_cpus": 3}, train={"workers": 2, **train},
+                    data={"sources": scenario_sources(scenario), "target": "category",
+                          "engine": "ray"})
+
+
+@pytest.fixture(scope="module")
+def streamed(scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The scenario prepared by the Ray engine once for this module's tests."""
+    root = tmp_path_factory.mktemp("streamed")
+    out = root / "prepared"
+    prepare(_settings(scenario, root).data,
+            PreparedPaths(out / "train.pq", out / "val.pq", out / "test.pq", out / "q.pq",
+                          out / "transform", out / "report"))
     assert (out / "train.pq").is_dir()  # Ray Data wrote the split as a dataset of parts
+    return out
+
+
+def test_training_streams_ray_data_shards(scenario: Path, streamed: Path,
+                                          tmp_path: Path) -> None:
+    # Ray Data re-reads the shards each epoch (~30 s an epoch on 2 cores): six epochs
+    # learn the scenario (0.98 by the third).
+    settings = _settings(scenario, tmp_path, **{**FAST["train"], "model": "tabular",
+                                                "epochs": 6})
+    out = streamed
     described = run_featurize(settings, out / "train.pq", out / "val.pq", out / "transform",
                               tmp_path / "features")
     assert described["streamed"]
@@ -54,3 +68,22 @@ def test_training_streams_ray_data_shards(scenario: Path, tmp_path: Path) -> Non
     history = mlflow.MlflowClient(settings.tracking_uri).get_metric_history(
         result["mlflow_run_id"], "samples_per_s")
     assert len(history) == result["epochs"] and all(m.value > 0 for m in history)
+
+
+def test_trees_train_on_streamed_shards(scenario: Path, streamed: Path, tmp_path: Path) -> None:
+    """Each XGBoost worker featurizes its own Ray Data shard and boosts on it inside the
+    collective; nothing but the description is written by featurize_data."""
+    settings = _settings(scenario, tmp_path, model="gbdt", gbdt={"rounds": 150})
+    splits = (streamed / "train.pq", streamed / "val.pq", streamed / "transform")
+    described = run_featurize(settings, *splits, tmp_path / "features")
+    assert described["families"] == ["gbdt"] and described["streamed"]
+    assert [f.name for f in (tmp_path / "features").iterdir()] == [FEATURES_FILE]
+    parent = tracking.start_parent_run(settings, "ray-data-trees")
+    result = run_train(settings, parent, {}, load_run_features(tmp_path / "features", *splits),
+                       streamed / "transform", tmp_path / "model")
+    assert result["family"] == "gbdt" and (tmp_path / "model" / "model.ubj").is_file()
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert meta["scaling"]["workers"] == 2
+    metrics = evaluate_bundle(load_bundle(tmp_path / "model"),
+                              pd.read_parquet(streamed / "test.pq"), tmp_path / "eval")
+    assert metrics["accuracy"] >= 0.8, metrics["accuracy"]
