@@ -145,7 +145,7 @@ class GbdtSettings(_Strict):
                                     description="Columns sampled per tree.")
     reg_lambda: float = Field(default=1.0, ge=0, description="L2 penalty on leaf weights.")
     min_child_weight: float = Field(default=1.0, ge=0, description="Least hessian in a leaf.")
-    early_stopping_rounds: int = Field(default=50, ge=1, description="Rounds without a "
+    early_stopping_rounds: int = Field(default=20, ge=1, description="Rounds without a "
                                        "lower validation loss before boosting stops.")
     checkpoint_every: int = Field(default=100, ge=1, description="Rounds between "
                                   "checkpoints (and reports to Ray Train).")

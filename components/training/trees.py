@@ -35,7 +35,7 @@ class TreeParams:
     colsample_bytree: float = 1.0
     reg_lambda: float = 1.0
     min_child_weight: float = 1.0
-    early_stopping_rounds: int = 50
+    early_stopping_rounds: int = 20
     seed: int = 42
 
 
