@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -87,8 +89,9 @@ def _baseline_inputs(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, st
             out[f"{col}_year"], out[f"{col}_month"] = dates.dt.year, dates.dt.month
         elif as_text.str.split().str.len().mean() >= 3:
             texts.append(col)
-        else:
-            out[col] = as_text.astype("category")
+        elif as_text.nunique() <= 255:  # more is a name or an id (and HGB's limit)
+            # missing as NaN: scikit-learn's encoders refuse pandas' NA
+            out[col] = as_text.astype(object).where(as_text.notna(), np.nan).astype("category")
     if texts and not out:
         return x[texts].fillna("").astype(str).agg(" ".join, axis=1).to_frame("text"), "text"
     return pd.DataFrame(out), "table"
@@ -158,7 +161,15 @@ def main() -> None:
                         default=Path("bench/results") / f"{time.strftime('%Y-%m-%d')}"
                                                         "-accuracy.json")
     args = parser.parse_args()
-    results = {}
+    # Each dataset's figures are written as soon as they are in (a later failure keeps them).
+    record: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {
+        "bench": "accuracy.py", "date": time.strftime("%Y-%m-%d"),
+        "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
+                                 text=True).stdout.strip(),
+        "machine": f"{os.cpu_count()} cores, CPU", "command": " ".join(sys.argv),
+        "target": "mlcycle at least the baseline minus 0.02 on every dataset",
+        "results": {}}
+    results = record["results"]
     print(f"{'dataset':16} {'rows':>6} {'mlcycle':>8} {'baseline':>8} {'diff':>7} "
           f"{'family':>8} {'seconds':>8}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -176,8 +187,8 @@ def main() -> None:
                              "seconds": run["seconds"]}
             print(f"{name:16} {len(frame):6d} {ours:8.3f} {base:8.3f} {ours - base:+7.3f} "
                   f"{family:>8} {run['seconds']:8.0f}", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"datasets": results}, indent=2))
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -93,7 +93,8 @@ def _search(root: Path, sources: list[dict[str, str]], target: str, scheduler: s
         data={"sources": sources, "target": target},
         # No early stopping inside a trial: the schedulers alone decide how long each runs.
         # The seed picks the configurations (and their order) and initializes the models.
-        train={"patience": args.epochs, "seed": seed},
+        # The MLP alone: the figure compares schedulers over one family's epochs.
+        train={"model": "tabular", "patience": args.epochs, "seed": seed},
         # The budget is trials, not time: no time limit cuts random search short.
         tune={"num_samples": args.trials, "max_concurrent": 2, "max_epochs": args.epochs,
               "time_limit_s": 24 * 3600,

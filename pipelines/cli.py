@@ -186,10 +186,10 @@ def _champion(settings: Settings) -> str | None:
 
     client = mlflow.MlflowClient(settings.tracking_uri)
     try:
-        version = client.get_model_version_by_alias(settings.registry.model_name, "champion")
+        version = client.get_model_version_by_alias(settings.model_name, "champion")
     except MlflowException:
         return None
-    return f"models:/{settings.registry.model_name}@champion = v{version.version}"
+    return f"models:/{settings.model_name}@champion = v{version.version}"
 
 
 @app.command()
@@ -213,8 +213,8 @@ def serve(
                       else "no endpoint was running")
         return
     if _champion(settings) is None:
-        raise _fail(f"no champion for {settings.registry.model_name!r} yet; run mlcycle run first")
-    uri = f"models:/{settings.registry.model_name}@champion"
+        raise _fail(f"no champion for {settings.model_name!r} yet; run mlcycle run first")
+    uri = f"models:/{settings.model_name}@champion"
     port = port or settings.serving.port
     console.print(f"serving {uri} on http://{settings.serving.host}:{port} (Ctrl-C stops)")
     try:

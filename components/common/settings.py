@@ -239,7 +239,9 @@ class EvaluationSettings(_Strict):
 class RegistrySettings(_Strict):
     """Where runs are tracked and models registered (MLflow)."""
 
-    model_name: str = Field(default="mlcycle-model", description="Registered model name.")
+    model_name: str | None = Field(
+        default=None, description="Registered model name. Unset: the first source's name "
+        "and the target (`adult-income`), so each dataset keeps its own champion.")
     experiment: str = Field(default="mlcycle", description="MLflow experiment of the runs.")
     tracking_uri: str | None = Field(
         default=None, description="MLflow tracking URI; SQLite in the workdir when unset."
@@ -318,6 +320,15 @@ class Settings(BaseSettings):
         if self.registry.tracking_uri:
             return self.registry.tracking_uri
         return f"sqlite:///{(self.workdir / 'mlflow.db').resolve()}"
+
+    @property
+    def model_name(self) -> str:
+        """``registry.model_name``, or one named after the data: two datasets under one
+        name would flip one champion between them."""
+        if self.registry.model_name:
+            return self.registry.model_name
+        first = self.data.sources[0].name if self.data.sources else "mlcycle"
+        return re.sub(r"[^a-z0-9]+", "-", f"{first}-{self.data.target}".lower()).strip("-")
 
     @property
     def ray_storage(self) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from components.common import tracking
+from components.common.errors import UserError
 from components.common.settings import Settings
 from components.evaluation.evaluate import classification_metrics
 from components.training.model import load_bundle
@@ -91,11 +92,14 @@ def register(
     tracking.configure(settings)
     client = mlflow.MlflowClient()
     clf = load_bundle(bundle_dir)
-    name = settings.registry.model_name
+    name = settings.model_name
     metric = settings.registry.gate_metric
     example = input_example(clf.schema.inputs, test)
     signature = infer_signature(example, clf.predict(example))
+    _check_same_task(client, name, clf.schema.target, clf.classes)
     lineage = {
+        "mlcycle.target": clf.schema.target,
+        "mlcycle.classes": json.dumps(clf.classes),
         "mlcycle.data_fingerprint": data_fingerprint,
         "mlcycle.pipeline_run": pipeline_run,
         "mlcycle.config_hash": settings.config_hash(),
@@ -150,6 +154,25 @@ def register(
         uri=f"models:/{name}@champion", promoted=promoted, reason=reason,
         champion_score=champion_score,
     )
+
+
+def _check_same_task(client: Any, name: str, target: str, classes: list[str]) -> None:
+    """Refuse to gate against a champion that predicts another target or other classes:
+    it is another dataset's model under the same name, not one this run can replace."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        champion = client.get_model_version_by_alias(name, "champion")
+    except MlflowException:
+        return
+    theirs = champion.tags.get("mlcycle.target"), champion.tags.get("mlcycle.classes")
+    if theirs[0] is None:  # registered before versions carried their task
+        return
+    if theirs != (target, json.dumps(classes)):
+        raise UserError(
+            f"model {name!r}: its champion v{champion.version} predicts {theirs[0]!r} "
+            f"({', '.join(json.loads(theirs[1] or '[]'))}), this run {target!r} "
+            f"({', '.join(classes)}); set registry.model_name to a name of its own")
 
 
 def to_json(registered: Registered) -> str:

@@ -192,6 +192,40 @@ def test_a_tree_model_is_gated_registered_and_served(workspace: dict[str, object
     assert [p["label"] for p in preds] == local["prediction"].tolist()
 
 
+def test_a_champion_of_another_target_is_not_gated_against(workspace: dict[str, object],
+                                                          tmp_path: Path) -> None:
+    """Another dataset's model under the same name: refused before anything registers,
+    where the gate used to find that champion unable to score and promote."""
+    import shutil
+
+    import mlflow
+
+    from components.common.errors import UserError
+
+    settings = workspace["settings"]
+    assert isinstance(settings, Settings)
+    if not _champion_exists(settings):
+        _register(workspace, Path(str(workspace["good"])))
+    other = tmp_path / "other"
+    shutil.copytree(Path(str(workspace["good"])), other)
+    schema = json.loads((other / "schema.json").read_text())
+    (other / "schema.json").write_text(json.dumps({**schema, "target": "priority"}))
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    before = len(client.search_model_versions("name='gate-test'"))
+    champion = client.get_model_version_by_alias("gate-test", "champion").version
+    prepared = Path(str(workspace["prepared"]))
+    with pytest.raises(UserError, match=r"predicts 'category'.*set registry\.model_name"):
+        register_model.python_func(
+            config_json=settings.to_json(), mlflow_run_id=str(workspace["parent"]),
+            pipeline_run="gate-run", fingerprint="other", metrics_json='{"f1_macro": 1.0}',
+            model=_Artifact(other), test=_Artifact(prepared / "test.pq"))
+    assert len(client.search_model_versions("name='gate-test'")) == before
+    assert client.get_model_version_by_alias("gate-test", "champion").version == champion
+    latest = client.get_model_version("gate-test", str(before))
+    assert latest.tags["mlcycle.target"] == "category"  # each version records its task
+    assert json.loads(latest.tags["mlcycle.classes"]) == schema["classes"]
+
+
 def _champion_exists(settings: Settings) -> bool:
     import mlflow
     from mlflow.exceptions import MlflowException

@@ -101,14 +101,14 @@ def test_user_dataset_with_only_sources_and_target(tmp_path: Path, penguins_csv:
         assert summary["rows"]["input"] == 344
         assert summary["rows"]["clean"] + summary["rows"]["quarantined"] == 344
         assert summary["metrics"]["accuracy"] >= 0.9
-        assert summary["model"]["uri"] == "models:/mlcycle-model@champion"
+        assert summary["model"]["uri"] == "models:/penguins-species@champion"
         assert summary["endpoint"] == f"http://127.0.0.1:{port}"
         assert "mlcycle run" in result.stdout and "accuracy" in result.stdout
 
         import mlflow
 
         client = mlflow.MlflowClient(f"sqlite:///{tmp_path / '.mlcycle' / 'mlflow.db'}")
-        champion = client.get_model_version_by_alias("mlcycle-model", "champion")
+        champion = client.get_model_version_by_alias("penguins-species", "champion")
         assert str(champion.version) == summary["model"]["version"]
 
         rows = [{"island": "Biscoe", "bill_length_mm": 48.0, "bill_depth_mm": 15.0,
@@ -130,7 +130,7 @@ def test_user_dataset_with_only_sources_and_target(tmp_path: Path, penguins_csv:
 
         status = mlcycle("status", "--config", str(config), cwd=tmp_path)
         assert f"http://127.0.0.1:{port} (up" in status.stdout
-        assert "models:/mlcycle-model@champion = v1" in status.stdout
+        assert "models:/penguins-species@champion = v1" in status.stdout
     finally:
         stopped = mlcycle("serve", "--stop", "--config", str(config), cwd=tmp_path)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout

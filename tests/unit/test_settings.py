@@ -20,6 +20,15 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
     assert s.tracking_uri.startswith("sqlite:///") and s.tracking_uri.endswith("mlflow.db")
 
 
+def test_each_dataset_registers_under_its_own_name(tmp_path: Path) -> None:
+    """Two datasets under one default name flipped one champion between them."""
+    adult = "data:\n  sources: [{name: Adult Census, uri: a.parquet}]\n  target: income\n"
+    s = Settings.from_json(load_settings(write(tmp_path, adult)).to_json())
+    assert s.registry.model_name is None and s.model_name == "adult-census-income"
+    mine = load_settings(write(tmp_path, adult + "registry: {model_name: churn}\n"))
+    assert mine.model_name == "churn"
+
+
 def test_text_models_get_fine_tuning_rates_unless_configured(tmp_path: Path) -> None:
     """Family defaults are resolved where a stage asks for them, from the settings as
     the pipeline passes them: their resolved JSON, in which every field is set."""
