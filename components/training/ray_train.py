@@ -95,7 +95,7 @@ def make_trainer(config: dict[str, Any], scaling: Scaling, storage: str, name: s
             checkpoint_score_order="min"),
         logging_config=LoggingConfig(log_level="WARNING"),
     )
-    if config["spec"]["family"] == "gbdt":
+    if config["spec"].get("family") == "gbdt":
         from components.training.trees import make_gbdt_trainer
 
         return make_gbdt_trainer(config, scaling, run_config, datasets)
@@ -121,7 +121,7 @@ def run_training(config: dict[str, Any], scaling: Scaling, storage: str, name: s
     result = trainer.fit()
     if result.error:
         raise result.error
-    gbdt = config["spec"]["family"] == "gbdt"
+    gbdt = config["spec"].get("family") == "gbdt"
     # A tree run's last checkpoint is its best round's model (early stopping keeps it).
     best = result.checkpoint if gbdt else \
         result.get_best_checkpoint("val_loss", "min") or result.checkpoint

@@ -100,7 +100,7 @@ def search(settings: Settings, mlflow_run_id: str, made: FeatureSet) -> Any:
 
         def trial(params: dict[str, Any]) -> None:
             config = with_params(base_of(params), params)
-            if config["spec"]["family"] == "gbdt":
+            if config["spec"].get("family") == "gbdt":
                 tune_gbdt_trial(config, cfg.max_epochs)
             else:
                 tune_trial_loop(config)

@@ -74,7 +74,7 @@ def test_trees_on_two_workers_match_one(tmp_path: Path) -> None:
                                                  "run_id": run_id}},
                            Scaling(workers=2), settings.ray_storage, "two")
     # XGBoost sums histograms and metrics over the workers' rows: the same validation set.
-    assert one.metrics["val_accuracy"] > 0.9
+    assert one.metrics["val_accuracy"] > 0.85  # chance is 0.5
     assert abs(one.metrics["val_accuracy"] - two.metrics["val_accuracy"]) < 0.03
     assert abs(one.metrics["best_val_loss"] - two.metrics["best_val_loss"]) < 0.05
     assert "c" in two.booster.feature_types
