@@ -162,10 +162,14 @@ def test_service_serves_the_champion_in_process(workspace: dict[str, object],
 
 
 def test_a_tree_model_is_gated_registered_and_served(workspace: dict[str, object],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+                                                      tmp_path: Path) -> None:
     """The tree family is the same deployable unit: transform and booster behind one
-    pyfunc, scored by the gate against the champion and served by the same endpoint."""
-    from starlette.testclient import TestClient
+    pyfunc, scored by the gate against the champion and served by the endpoint that
+    ``deploy_model`` starts (``bentoml serve``, a process of its own)."""
+    import httpx
+
+    from components.serving.deploy import start_endpoint, stop_endpoint
+    from tests.conftest import free_port
 
     settings = workspace["settings"]
     assert isinstance(settings, Settings)
@@ -174,17 +178,17 @@ def test_a_tree_model_is_gated_registered_and_served(workspace: dict[str, object
     trees = _register(workspace, Path(str(workspace["trees"])))
     assert trees["champion_score"] is not None  # scored against the champion on the holdout
     assert str(trees["reason"]).startswith("f1_macro ")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
-    monkeypatch.setenv("MLCYCLE_MODEL_URI", f"models:/gate-test@{trees['alias']}")
-    from services.inference.service import Classifier
-
     test = pd.read_parquet(Path(str(workspace["prepared"])) / "test.pq")
     rows = json.loads(test.drop(columns="category").head(32).to_json(orient="records"))
-    with TestClient(Classifier.to_asgi()) as client:
-        ok = client.post("/predict", json={"rows": rows})
-        assert ok.status_code == 200, ok.text
-        preds = ok.json()["predictions"]
-        assert str(ok.json()["model_version"]) == trees["version"]
+    endpoint = start_endpoint(tmp_path / "serve", f"models:/gate-test@{trees['alias']}",
+                              settings.tracking_uri, "127.0.0.1", free_port(), timeout_s=120)
+    try:
+        ok = httpx.post(f"{endpoint.url}/predict", json={"rows": rows}, timeout=60)
+    finally:
+        stop_endpoint(tmp_path / "serve")
+    assert ok.status_code == 200, ok.text
+    preds = ok.json()["predictions"]
+    assert str(ok.json()["model_version"]) == trees["version"]
     assert all(abs(sum(p["probabilities"].values()) - 1) < 1e-3 for p in preds)
     accuracy = np.mean([p["label"] == t for p, t in zip(preds, test["category"], strict=False)])
     assert accuracy >= 0.8, accuracy
