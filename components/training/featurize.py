@@ -106,7 +106,6 @@ def _featurize(prepared: PreparedData, schema: FeatureSchema, family: Family,
                max_length: int, out: Path) -> Features:
     import pyarrow.dataset as ds
 
-    out.mkdir(parents=True, exist_ok=True)
     n_classes = len(schema.classes)
     head = pd.DataFrame(ds.dataset(prepared.train).head(STREAM_PROBE_ROWS).to_pandas())
     types = None

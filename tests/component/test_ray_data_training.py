@@ -45,10 +45,10 @@ def streamed(scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_training_streams_ray_data_shards(scenario: Path, streamed: Path,
                                           tmp_path: Path) -> None:
-    # Ray Data re-reads the shards each epoch (~30 s an epoch on 2 cores): six epochs
+    # Ray Data re-reads the shards each epoch (~40 s an epoch on 2 cores): four epochs
     # learn the scenario (0.98 by the third).
     settings = _settings(scenario, tmp_path, **{**FAST["train"], "model": "tabular",
-                                                "epochs": 6})
+                                                "epochs": 4})
     out = streamed
     described = run_featurize(settings, out / "train.pq", out / "val.pq", out / "transform",
                               tmp_path / "features")
