@@ -107,8 +107,9 @@ def _featurize(prepared: PreparedData, schema: FeatureSchema, family: Family,
     import pyarrow.dataset as ds
 
     n_classes = len(schema.classes)
-    head = pd.DataFrame(ds.dataset(prepared.train).head(STREAM_PROBE_ROWS).to_pandas())
     types = None
+    if family.name == "gbdt" or prepared.streamed:  # a few rows: column types, width
+        head = pd.DataFrame(ds.dataset(prepared.train).head(STREAM_PROBE_ROWS).to_pandas())
     if family.name == "gbdt":
         transform = joblib.load(prepared.transform_dir / "transform.joblib")
         types = tree_features(transform, head[schema.inputs])[1]

@@ -17,13 +17,11 @@ import numpy as np
 import xgboost as xgb
 
 from components.training.loop import MlflowLogger, featurizer, run_params
+from components.training.model import TREES_FILE
 from components.training.networks import ModelSpec
 
 if TYPE_CHECKING:
     from components.training.featurize import Features
-
-MODEL_FILE = "model.ubj"
-
 
 @dataclass
 class TreeParams:
@@ -150,13 +148,13 @@ def gbdt_worker(config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as ckpt_dir:
-            resume = xgb.Booster(model_file=str(Path(ckpt_dir) / MODEL_FILE))
+            resume = read_booster(ckpt_dir)
 
     def report(metrics: dict[str, float], model: xgb.Booster | None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if model is not None and rank == 0:
-                model.save_model(str(Path(tmp) / MODEL_FILE))
+                model.save_model(str(Path(tmp) / TREES_FILE))
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)
 
@@ -211,5 +209,5 @@ def make_gbdt_trainer(config: dict[str, Any], scaling: Any, run_config: Any,
 
 
 def read_booster(checkpoint_dir: str | Path) -> xgb.Booster:
-    return xgb.Booster(model_file=str(Path(checkpoint_dir) / MODEL_FILE))
+    return xgb.Booster(model_file=str(Path(checkpoint_dir) / TREES_FILE))
 
