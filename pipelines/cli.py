@@ -22,8 +22,11 @@ app = typer.Typer(help="mlcycle: raw data to a monitored endpoint, as one KFP pi
                   no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Scenario data.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect settings.", no_args_is_help=True)
+models_app = typer.Typer(help="Registered models: list versions, promote, roll back.",
+                         no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
+app.add_typer(models_app, name="models")
 console = Console()
 err = Console(stderr=True)
 
@@ -166,7 +169,8 @@ def status(config: ConfigOpt = None) -> None:
             table.add_row("metrics", ", ".join(f"{k} {v:.3f}" for k, v in last["metrics"].items()))
     else:
         table.add_row("last run", "none yet: mlcycle run")
-    table.add_row("champion", _champion(settings) or "none registered")
+    table.add_row("champion", _champion(settings, _model_name(settings, last))
+                  or "none registered")
     endpoint = read_endpoint(settings.workdir)
     if endpoint:
         state = "up" if is_ready(endpoint.url) else "not answering"
@@ -178,18 +182,25 @@ def status(config: ConfigOpt = None) -> None:
     console.print(table)
 
 
-def _champion(settings: Settings) -> str | None:
-    if not settings.registry.tracking_uri and not (settings.workdir / "mlflow.db").is_file():
+def _model_name(settings: Settings, last: dict[str, Any] | None) -> str:
+    """The model the last run registered, else the one this config names."""
+    name = ((last or {}).get("model") or {}).get("name")
+    return str(name) if name else settings.model_name
+
+
+def _has_registry(settings: Settings) -> bool:
+    return bool(settings.registry.tracking_uri) or (settings.workdir / "mlflow.db").is_file()
+
+
+def _champion(settings: Settings, name: str) -> str | None:
+    if not _has_registry(settings):
         return None
     import mlflow
-    from mlflow.exceptions import MlflowException
 
-    client = mlflow.MlflowClient(settings.tracking_uri)
-    try:
-        version = client.get_model_version_by_alias(settings.model_name, "champion")
-    except MlflowException:
-        return None
-    return f"models:/{settings.model_name}@champion = v{version.version}"
+    from components.registry.aliases import CHAMPION, alias_version
+
+    version = alias_version(mlflow.MlflowClient(settings.tracking_uri), name, CHAMPION)
+    return None if version is None else f"models:/{name}@champion = v{version}"
 
 
 @app.command()
@@ -212,7 +223,7 @@ def serve(
         console.print(f"stopped {stopped.url} (pid {stopped.pid})" if stopped
                       else "no endpoint was running")
         return
-    if _champion(settings) is None:
+    if _champion(settings, settings.model_name) is None:
         raise _fail(f"no champion for {settings.model_name!r} yet; run mlcycle run first")
     uri = f"models:/{settings.model_name}@champion"
     port = port or settings.serving.port
@@ -324,6 +335,90 @@ def data_generate(
     manifest = generate(out, rows, seed, drift)
     console.print(f"wrote {out} in {time.perf_counter() - started:.1f}s: {manifest.rows} rows, "
                   f"Bayes-optimal accuracy {manifest.bayes_accuracy}")
+
+NameOpt = Annotated[str | None, typer.Option(
+    "--name", help="Registered model; the last run's (else the config's) when omitted.")]
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why, for the audit log.")]
+
+
+def _registry(config: Path | None, name: str | None) -> tuple[Settings, Any, str]:
+    from pipelines.runner import last_summary
+
+    settings = _settings(config)
+    if not _has_registry(settings):
+        raise UserError(f"no model registry in {settings.workdir} yet; run mlcycle run first")
+    import mlflow
+
+    return (settings, mlflow.MlflowClient(settings.tracking_uri),
+            name or _model_name(settings, last_summary(settings)))
+
+
+def _print_move(move: Any) -> None:
+    before = f"v{move.from_version}" if move.from_version else "none"
+    console.print(f"{move.model}: champion {before} -> v{move.to_version} ({move.why})")
+
+
+@models_app.command("list")
+def models_list(
+    config: ConfigOpt = None,
+    name: NameOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The model's versions: aliases, holdout gate metric, gate decision, lineage."""
+    from components.registry.aliases import list_versions
+
+    try:
+        settings, client, name = _registry(config, name)
+        metric = settings.registry.gate_metric
+        rows = list_versions(client, name, metric)
+    except UserError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        print(json.dumps({"model": name, "gate_metric": metric, "versions": rows}, indent=2))
+        return
+    table = Table(title=f"{name}", title_justify="left")
+    for column in ("version", "aliases", metric, "gate", "pipeline run", "data", "commit",
+                   "created"):
+        table.add_column(column)
+    for row in rows:
+        score = row[metric]
+        table.add_row(row["version"], ", ".join(row["aliases"]),
+                      "" if score is None else f"{score:.4f}", row["gate"] or "",
+                      row["pipeline_run"] or "", row["data_fingerprint"] or "",
+                      (row["git_commit"] or "")[:10], row["created"])
+    console.print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[int, typer.Option("--version", help="The version to make champion.")],
+    config: ConfigOpt = None,
+    name: NameOpt = None,
+    reason: ReasonOpt = None,
+) -> None:
+    """Make a version the champion by hand (recorded in the audit log)."""
+    from components.registry.aliases import promote
+
+    try:
+        settings, client, name = _registry(config, name)
+        move = promote(client, settings.workdir, name, str(version), reason)
+    except UserError as exc:
+        raise _fail(str(exc)) from None
+    _print_move(move)
+
+
+@models_app.command("rollback")
+def models_rollback(config: ConfigOpt = None, name: NameOpt = None,
+                    reason: ReasonOpt = None) -> None:
+    """Move the champion back to the previous champion (recorded in the audit log)."""
+    from components.registry.aliases import rollback
+
+    try:
+        settings, client, name = _registry(config, name)
+        move = rollback(client, settings.workdir, name, reason)
+    except UserError as exc:
+        raise _fail(str(exc)) from None
+    _print_move(move)
 
 
 @config_app.command("show")

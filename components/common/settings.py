@@ -249,6 +249,12 @@ class RegistrySettings(_Strict):
     gate_metric: Literal["accuracy", "f1_macro"] = Field(
         default="f1_macro", description="The holdout metric a challenger must beat the "
         "champion on to be promoted.")
+    gate_margin: float = Field(
+        default=0.0, ge=0, le=1, description="How much the challenger must beat the "
+        "champion by on the gate metric; equal is never enough.")
+    max_slice_drop: float = Field(
+        default=0.05, ge=0, le=1, description="Largest accuracy drop against the champion "
+        "allowed on any evaluation slice (a value of a slice column) for a promotion.")
 
 
 class ServingSettings(_Strict):

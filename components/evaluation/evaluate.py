@@ -81,6 +81,12 @@ def slice_accuracy(frame: pd.DataFrame, correct: np.ndarray, columns: list[str],
     return out
 
 
+def slice_columns(settings: EvaluationSettings, categorical: list[str],
+                  test: pd.DataFrame) -> list[str]:
+    """The configured slice columns, else every categorical one with at most 20 values."""
+    return settings.slices or [c for c in categorical if test[c].nunique() <= 20]
+
+
 def evaluate_bundle(clf: Classifier, test: pd.DataFrame, out_dir: Path,
                     settings: EvaluationSettings | None = None) -> dict[str, Any]:
     """Score the test split; writes ``metrics.json``, ``confusion_matrix.png`` and
@@ -90,9 +96,8 @@ def evaluate_bundle(clf: Classifier, test: pd.DataFrame, out_dir: Path,
     y_true = test[clf.schema.target].astype(str).map(index).to_numpy()
     proba = clf.predict_proba(test)
     result = classification_metrics(y_true, proba, clf.classes)
-    columns = settings.slices or [c for c in clf.schema.categorical
-                                  if test[c].nunique() <= 20]
-    slices = slice_accuracy(test, proba.argmax(axis=1) == y_true, columns,
+    slices = slice_accuracy(test, proba.argmax(axis=1) == y_true,
+                            slice_columns(settings, clf.schema.categorical, test),
                             settings.min_slice_rows)
     if slices:
         worst = max(slices, key=lambda c: slices[c]["gap"])

@@ -18,7 +18,8 @@ import pandas as pd
 from components.common import tracking
 from components.common.errors import UserError
 from components.common.settings import Settings
-from components.evaluation.evaluate import classification_metrics
+from components.evaluation.evaluate import classification_metrics, slice_accuracy, slice_columns
+from components.registry.aliases import CHALLENGER, CHAMPION, alias_version, move_alias
 from components.training.model import load_bundle
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class Registered:
     uri: str
     promoted: bool
     reason: str
+    reasons: list[str]
     champion_score: float | None
 
 
@@ -60,17 +62,66 @@ def requirements() -> list[str]:
             f"mlcycle=={version('mlcycle')}"]
 
 
-def score_on(model: Any, test: pd.DataFrame, target: str, classes: list[str],
-             metric: str) -> float:
-    """Score any pyfunc model on the holdout by ``metric``."""
+def champion_proba(model: Any, test: pd.DataFrame, target: str,
+                   classes: list[str]) -> np.ndarray:
+    """Any pyfunc model's class probabilities on the holdout, columns in ``classes`` order."""
     from components.registry.pyfunc import conform
 
     rows = conform(test.drop(columns=[target]), model.metadata.get_input_schema())
-    pred = model.predict(rows)
-    proba = pred[[f"proba_{c}" for c in classes]].to_numpy()
-    index = {c: i for i, c in enumerate(classes)}
-    y_true = test[target].astype(str).map(index).to_numpy()
-    return float(classification_metrics(y_true, proba, classes)[metric])
+    return model.predict(rows)[[f"proba_{c}" for c in classes]].to_numpy()
+
+
+def unfit_schema(model: Any, test: pd.DataFrame, target: str) -> str | None:
+    """Why ``model``'s input schema cannot take today's holdout, or None when it can."""
+    from components.registry.pyfunc import conform
+
+    schema = model.metadata.get_input_schema()
+    if schema is None:
+        return None
+    missing = [c for c in schema.input_names() if c not in test.columns]
+    if missing:
+        return f"today's data has no column {', '.join(map(repr, missing))}"
+    try:
+        conform(test.drop(columns=[target]), schema)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One model on the holdout: the gate metric and accuracy per slice value."""
+
+    score: float
+    slices: dict[str, dict[str, Any]]
+
+
+def scored(proba: np.ndarray, y_true: np.ndarray, test: pd.DataFrame, classes: list[str],
+           metric: str, columns: list[str], min_rows: int) -> Scored:
+    correct = proba.argmax(axis=1) == y_true
+    return Scored(float(classification_metrics(y_true, proba, classes)[metric]),
+                  slice_accuracy(test, correct, columns, min_rows))
+
+
+def decide(metric: str, challenger: Scored, champion: Scored, champion_version: str,
+           margin: float, max_slice_drop: float) -> tuple[bool, list[str]]:
+    """Promote only when the challenger beats the champion by ``margin`` and no slice
+    loses more than ``max_slice_drop`` accuracy; every reason is kept, held or not."""
+    reasons: list[str] = []
+    beats = challenger.score > champion.score + margin
+    by = f" + margin {margin:g}" if margin else ""
+    reasons.append(f"{metric} {challenger.score:.4f} {'>' if beats else '<='} champion "
+                   f"v{champion_version} {champion.score:.4f}{by}")
+    drops = []
+    for col, theirs in champion.slices.items():
+        ours = challenger.slices.get(col, {}).get("accuracy", {})
+        for value, acc in theirs["accuracy"].items():
+            if value in ours and acc - ours[value] > max_slice_drop:
+                drops.append((acc - ours[value], col, value, ours[value], acc))
+    for drop, col, value, ours_acc, acc in sorted(drops, reverse=True):
+        reasons.append(f"slice {col}={value}: accuracy {ours_acc:.3f} against the champion's "
+                       f"{acc:.3f}, a drop of {drop:.3f} > {max_slice_drop:g}")
+    return beats and not drops, reasons
 
 
 def register(
@@ -84,7 +135,6 @@ def register(
 ) -> Registered:
     """Log the pyfunc model, register a version, tag lineage, gate, move aliases."""
     import mlflow
-    from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
 
     from components.registry.pyfunc import BundleModel
@@ -93,7 +143,6 @@ def register(
     client = mlflow.MlflowClient()
     clf = load_bundle(bundle_dir)
     name = settings.model_name
-    metric = settings.registry.gate_metric
     example = input_example(clf.schema.inputs, test)
     signature = infer_signature(example, clf.predict(example))
     _check_same_task(client, name, clf.schema.target, clf.classes)
@@ -112,59 +161,75 @@ def register(
             name="model", python_model=BundleModel(), artifacts={"bundle": str(bundle_dir)},
             signature=signature, input_example=example, pip_requirements=requirements(),
         )
-    version = mlflow.register_model(info.model_uri, name, tags=lineage)
-    client.set_registered_model_alias(name, "challenger", version.version)
-
-    challenger = float(metrics[metric])
-    champion_score: float | None = None
+    version = str(mlflow.register_model(info.model_uri, name, tags=lineage).version)
     try:
-        current = client.get_model_version_by_alias(name, "champion")
-    except MlflowException:
-        current = None
-    if current is None:
-        promoted, reason = True, "no earlier champion"
-    else:
-        # A registry or load failure fails the stage (no alias moves); only a champion
-        # whose input schema does not fit today's data is promoted over.
-        champion = mlflow.pyfunc.load_model(f"models:/{name}@champion")
-        mismatch = None
-        try:
-            champion_score = score_on(champion, test, clf.schema.target, clf.classes, metric)
-        except (KeyError, ValueError, MlflowException) as exc:
-            if isinstance(exc, MlflowException) and "schema" not in str(exc).lower():
-                raise
-            mismatch = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-            log.warning("champion v%s cannot score this holdout: %s", current.version, exc)
-        if champion_score is None:
-            promoted, reason = True, (f"champion v{current.version}'s input schema does not "
-                                      f"fit this holdout ({mismatch})")
-        elif challenger > champion_score:
-            promoted = True
-            reason = f"{metric} {challenger:.4f} > champion v{current.version} {champion_score:.4f}"
-        else:
-            promoted = False
-            reason = f"{metric} {challenger:.4f} <= champion v{current.version} " \
-                     f"{champion_score:.4f}"
+        promoted, reasons, champion_score = _gate(settings, client, clf, test)
+    except Exception as exc:  # re-raised: the stage fails, and the version says why
+        client.set_model_version_tag(name, version, "mlcycle.gate", f"failed: {exc!r}"[:500])
+        raise
+    reason = "; ".join(reasons)
+    decision = "promoted" if promoted else "held"
+    client.set_model_version_tag(name, version, "mlcycle.gate", decision)
+    client.set_model_version_tag(name, version, "mlcycle.gate_reasons", json.dumps(reasons))
+    move_alias(client, settings.workdir, name, CHALLENGER, version,
+               f"registered, {decision}: {reason}", via="gate")
     if promoted:
-        client.set_registered_model_alias(name, "champion", version.version)
-    client.set_model_version_tag(name, version.version, "mlcycle.gate", reason)
+        move_alias(client, settings.workdir, name, CHAMPION, version, reason, via="gate")
     log.info("gate: %s", reason)
     return Registered(
-        name=name, version=str(version.version), alias="champion" if promoted else "challenger",
-        uri=f"models:/{name}@champion", promoted=promoted, reason=reason,
+        name=name, version=version, alias=CHAMPION if promoted else CHALLENGER,
+        uri=f"models:/{name}@champion", promoted=promoted, reason=reason, reasons=reasons,
         champion_score=champion_score,
     )
+
+
+def _gate(settings: Settings, client: Any, clf: Any,
+          test: pd.DataFrame) -> tuple[bool, list[str], float | None]:
+    """Score the challenger and the champion on the same holdout and decide."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    name, metric = settings.model_name, settings.registry.gate_metric
+    target, classes = clf.schema.target, clf.classes
+    y_true = test[target].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()
+    columns = slice_columns(settings.evaluation, clf.schema.categorical, test)
+    min_rows = settings.evaluation.min_slice_rows
+    ours = scored(clf.predict_proba(test), y_true, test, classes, metric, columns, min_rows)
+    theirs: Scored | None = None
+    current = alias_version(client, name, CHAMPION)
+    if current is None:
+        promoted, reasons = True, ["no earlier champion"]
+    else:
+        # Any failure to load or score the champion fails the stage and no alias moves;
+        # only a champion whose input schema does not take today's data is promoted over.
+        champion = mlflow.pyfunc.load_model(f"models:/{name}/{current}")
+        unfit = unfit_schema(champion, test, target)
+        if unfit is None:
+            try:
+                theirs = scored(champion_proba(champion, test, target, classes), y_true, test,
+                                classes, metric, columns, min_rows)
+            except MlflowException as exc:
+                if "enforce schema" not in str(exc).lower():
+                    raise
+                unfit = str(exc).strip().splitlines()[0]
+        if theirs is None:
+            log.warning("champion v%s cannot take this holdout: %s", current, unfit)
+            promoted, reasons = True, [f"champion v{current}'s input schema does not fit "
+                                       f"today's data ({unfit})"]
+        else:
+            promoted, reasons = decide(metric, ours, theirs, current,
+                                       settings.registry.gate_margin,
+                                       settings.registry.max_slice_drop)
+    return promoted, reasons, None if theirs is None else theirs.score
 
 
 def _check_same_task(client: Any, name: str, target: str, classes: list[str]) -> None:
     """Refuse to gate against a champion that predicts another target or other classes:
     it is another dataset's model under the same name, not one this run can replace."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        champion = client.get_model_version_by_alias(name, "champion")
-    except MlflowException:
+    current = alias_version(client, name, CHAMPION)
+    if current is None:
         return
+    champion = client.get_model_version(name, current)
     theirs = champion.tags.get("mlcycle.target"), champion.tags.get("mlcycle.classes")
     if theirs[0] is None:  # registered before versions carried their task
         return

@@ -124,7 +124,33 @@ def test_champion_moves_only_when_the_challenger_wins(workspace: dict[str, objec
     assert tie["champion_score"] == pytest.approx(worse["champion_score"])
     version = client.get_model_version("gate-test", "3")
     assert version.tags["mlcycle.data_fingerprint"] == workspace["fingerprint"]
-    assert version.tags["mlcycle.gate"] == tie["reason"]
+    assert version.tags["mlcycle.gate"] == "held"
+    assert json.loads(version.tags["mlcycle.gate_reasons"]) == tie["reasons"]
+    assert tie["reasons"][0].startswith("f1_macro") and "<= champion v1" in tie["reason"]
+
+
+def test_a_champion_that_fails_to_load_fails_the_stage(workspace: dict[str, object],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registry outage while loading the champion: no promotion by accident."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    settings = workspace["settings"]
+    assert isinstance(settings, Settings)
+    if not _champion_exists(settings):
+        _register(workspace, Path(str(workspace["good"])))
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    aliases = dict(client.get_registered_model("gate-test").aliases)
+
+    def outage(*args: object, **kwargs: object) -> None:
+        raise MlflowException("503 Service Unavailable", error_code="TEMPORARILY_UNAVAILABLE")
+
+    monkeypatch.setattr("mlflow.pyfunc.load_model", outage)
+    with pytest.raises(MlflowException, match="503"):
+        _register(workspace, Path(str(workspace["good"])))
+    assert dict(client.get_registered_model("gate-test").aliases) == aliases  # none moved
+    latest = max(client.search_model_versions("name='gate-test'"), key=lambda v: int(v.version))
+    assert latest.tags["mlcycle.gate"].startswith("failed: MlflowException")
 
 
 def test_service_serves_the_champion_in_process(workspace: dict[str, object],
