@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,7 +15,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from components.common.errors import UserError
-from components.common.settings import Settings, load_settings
+from components.common.settings import ServingSettings, Settings, load_settings
 
 DEFAULT_CONFIG = Path("examples/support_tickets.yaml")
 
@@ -230,7 +231,7 @@ def serve(
     console.print(f"serving {uri} on http://{settings.serving.host}:{port} (Ctrl-C stops)")
     try:
         code = subprocess.call(serve_command(settings.serving.host, port),
-                               env=serve_env(uri, settings.tracking_uri))
+                               env=serve_env(settings, uri))
     except KeyboardInterrupt:
         code = 0
     raise typer.Exit(code)
@@ -285,7 +286,13 @@ def predict(
         raise _fail(str(exc)) from None
     url = endpoint.rstrip("/") + "/predict"
     try:
-        response = httpx.post(url, json={"rows": rows}, timeout=60)
+        token_env = _settings(config).serving.token_env
+    except UserError:  # --endpoint without a config: the default variable
+        token_env = ServingSettings().token_env
+    token = os.environ.get(token_env)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = httpx.post(url, json={"rows": rows}, headers=headers, timeout=60)
     except httpx.HTTPError as exc:
         raise _fail(f"cannot reach {url}: {exc}", code=1) from None
     if response.status_code != 200:
@@ -313,7 +320,11 @@ def _error_text(response: Any) -> str:
     if isinstance(body, list) and body and isinstance(body[0], dict):
         body = body[0]
     if isinstance(body, dict):
-        return str(body.get("error") or body.get("detail") or body)
+        detail = body.get("detail")
+        if isinstance(detail, list) and detail and isinstance(detail[0], dict):  # validation
+            return "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}"
+                             for d in detail[:5])
+        return str(body.get("error") or detail or body)
     return str(body)
 
 

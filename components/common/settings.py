@@ -265,6 +265,20 @@ class ServingSettings(_Strict):
     port: int = Field(default=3000, ge=1, le=65535, description="Port it listens on.")
     startup_timeout_s: int = Field(default=180, ge=5, description="How long deploy waits "
                                    "for /readyz before it fails.")
+    max_batch_size: int = Field(default=64, ge=2, description="Adaptive batching: most rows "
+                                "one model call takes from concurrent requests.")
+    max_latency_ms: int = Field(default=2000, ge=1, description="Adaptive batching: the "
+                                "longest a request may wait for its batch; BentoML answers "
+                                "503 (overloaded) rather than wait longer.")
+    max_rows: int = Field(default=10_000, ge=1, description="Most rows one request may send.")
+    max_request_bytes: int = Field(default=10_000_000, ge=1_000, description="Larger "
+                                   "request bodies get 413.")
+    reload_interval_s: float = Field(default=10.0, gt=0, description="How often the endpoint "
+                                     "checks `@champion` and hot-swaps a new version in.")
+    token_env: str = Field(default="MLCYCLE_API_TOKEN", description="Environment variable "
+                           "holding the bearer token prediction routes require; open when unset.")
+    log_max_bytes: int = Field(default=50_000_000, ge=1_000, description="The prediction log "
+                               "(`<workdir>/predictions/`) rotates to a new file at this size.")
 
 
 class MonitoringSettings(_Strict):

@@ -26,7 +26,5 @@ def deploy_model(config_json: str, model_json: str) -> str:
     if not settings.serving.enabled:
         return ""
     with reported():
-        endpoint = start_endpoint(settings.workdir, json.loads(model_json)["uri"],
-                                  settings.tracking_uri, settings.serving.host,
-                                  settings.serving.port, settings.serving.startup_timeout_s)
+        endpoint = start_endpoint(settings, json.loads(model_json)["uri"])
     return endpoint.url

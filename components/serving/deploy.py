@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from components.common.errors import UserError
+from components.common.settings import Settings
 
 SERVICE = "services.inference.service:Classifier"
 
@@ -114,22 +115,34 @@ def serve_command(host: str, port: int) -> list[str]:
             "--port", str(port), "--working-dir", str(working_dir)]
 
 
-def serve_env(model_uri: str, tracking_uri: str) -> dict[str, str]:
-    return {**os.environ, "MLCYCLE_MODEL_URI": model_uri, "MLFLOW_TRACKING_URI": tracking_uri,
-            "BENTOML_DO_NOT_TRACK": "True"}
+def serve_env(settings: Settings, model_uri: str) -> dict[str, str]:
+    """The endpoint's environment: what to serve, its serving settings, where its
+    prediction log goes, and a BentoML home of its own (BentoML empties the home's
+    metrics folder at start, which would erase another endpoint's)."""
+    workdir = settings.workdir.resolve()
+    config = {"serving": settings.serving.model_dump(mode="json"),
+              "prediction_log": str(prediction_log_dir(workdir))}
+    return {**os.environ, "MLCYCLE_MODEL_URI": model_uri,
+            "MLCYCLE_SERVING": json.dumps(config), "MLFLOW_TRACKING_URI": settings.tracking_uri,
+            "BENTOML_HOME": str(workdir / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
 
 
-def start_endpoint(workdir: Path, model_uri: str, tracking_uri: str, host: str, port: int,
-                   timeout_s: float) -> Endpoint:
+def prediction_log_dir(workdir: Path) -> Path:
+    return workdir / "predictions"
+
+
+def start_endpoint(settings: Settings, model_uri: str) -> Endpoint:
     """Replace any recorded endpoint with one serving ``model_uri``; wait until it is ready."""
+    workdir, host = settings.workdir, settings.serving.host
+    timeout_s = settings.serving.startup_timeout_s
     stop_endpoint(workdir)
-    port = pick_port(host, port)
+    port = pick_port(host, settings.serving.port)
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "logs" / "endpoint.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            serve_command(host, port), env=serve_env(model_uri, tracking_uri),
+            serve_command(host, port), env=serve_env(settings, model_uri),
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,  # outlives this process; stopped as a group
         )

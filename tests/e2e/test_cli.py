@@ -128,6 +128,12 @@ def test_user_dataset_with_only_sources_and_target(tmp_path: Path, penguins_csv:
         assert rejected.returncode == 1
         assert "400" in rejected.stderr and "bill_length_mm" in rejected.stderr
 
+        listed = mlcycle("models", "list", "--config", str(config), "--json", cwd=tmp_path)
+        assert listed.returncode == 0, listed.stderr
+        versions = json.loads(listed.stdout)["versions"]
+        assert versions[0]["aliases"] == ["challenger", "champion"]
+        assert versions[0]["gate"] == "promoted" and versions[0]["f1_macro"] > 0.9
+
         status = mlcycle("status", "--config", str(config), cwd=tmp_path)
         assert f"http://127.0.0.1:{port} (up" in status.stdout
         assert "models:/penguins-species@champion = v1" in status.stdout

@@ -1,0 +1,203 @@
+"""The endpoint as deploy_model starts it (``bentoml serve``, a process of its own) on a
+real MLflow registry: typed requests, batching across concurrent clients, auth, limits,
+metrics, the prediction log, and hot reload as the champion alias moves."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+
+from components.common import tracking
+from components.common.settings import Settings
+from components.data.prepare import prepare
+from components.data.prepared import PreparedPaths
+from components.evaluation.evaluate import evaluate_bundle
+from components.registry.aliases import promote, rollback
+from components.registry.register import register
+from components.serving.deploy import prediction_log_dir, start_endpoint, stop_endpoint
+from components.training.model import load_bundle
+from tests.component.test_register_gate import _bundle
+from tests.conftest import free_port, scenario_sources
+
+pytestmark = pytest.mark.slow
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def served(scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    import mlflow
+
+    root = tmp_path_factory.mktemp("serving")
+    settings = Settings(workdir=root / "work", registry={"model_name": "serve-test"},
+                        data={"sources": scenario_sources(scenario), "target": "category"},
+                        serving={"port": free_port(), "reload_interval_s": 0.5,
+                                 "max_request_bytes": 200_000, "max_batch_size": 16})
+    prepared = root / "prepared"
+    report = prepare(settings.data, PreparedPaths(
+        prepared / "train.pq", prepared / "val.pq", prepared / "test.pq", prepared / "q.pq",
+        prepared / "transform", prepared / "report"))
+    test = pd.read_parquet(prepared / "test.pq")
+    parent = tracking.start_parent_run(settings, "serve-run")
+    bundles = {}
+    for name, epochs in (("good", 15), ("untrained", 0)):  # v1 champion, v2 held
+        bundle = bundles[name] = _bundle(root / name, prepared, epochs=epochs)
+        metrics = evaluate_bundle(load_bundle(bundle), test, root / f"{name}-eval")
+        register(settings, bundle, test, metrics, parent, "serve-run", report["fingerprint"])
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLCYCLE_API_TOKEN", TOKEN)
+    try:
+        endpoint = start_endpoint(settings, "models:/serve-test@champion")
+        rows = test.drop(columns="category").head(40)
+        yield {"settings": settings, "url": endpoint.url, "test": test,
+               "rows": json.loads(rows.to_json(orient="records")),
+               "client": mlflow.MlflowClient(settings.tracking_uri),
+               "expected": {v: load_bundle(bundles[n]).predict(rows)["prediction"].tolist()
+                            for v, n in (("1", "good"), ("2", "untrained"))}}
+    finally:
+        stop_endpoint(settings.workdir)
+        mp.undo()
+
+
+def _post(url: str, body: Any, **kwargs: Any) -> httpx.Response:
+    return httpx.post(f"{url}/predict", json=body, headers=AUTH, timeout=60, **kwargs)
+
+
+def test_typed_rows_in_per_row_predictions_out(served: dict[str, Any]) -> None:
+    import bentoml
+
+    url, rows = served["url"], served["rows"]
+    one = _post(url, {"rows": rows[:1]})
+    assert one.status_code == 200, one.text
+    body = one.json()
+    assert body["model"] == "serve-test" and body["model_version"] == "1"
+    assert body["request_id"] and one.headers["x-request-id"] == body["request_id"]
+    assert body["predictions"][0]["label"] == served["expected"]["1"][0]
+    with bentoml.SyncHTTPClient(url, token=TOKEN) as client:
+        many = client.predict(rows=rows)
+    assert [p["label"] for p in many["predictions"]] == served["expected"]["1"]
+    spec = httpx.get(f"{url}/docs.json", timeout=10).json()
+    row = spec["components"]["schemas"]["Row"]
+    assert set(row["required"]) == set(rows[0]) and row["additionalProperties"] is False
+    assert {"type": "number"} in row["properties"]["monthly_spend"]["anyOf"]
+    assert {"type": "string"} in row["properties"]["plan"]["anyOf"]
+
+
+def test_bad_requests_get_4xx_naming_the_field(served: dict[str, Any]) -> None:
+    url, row = served["url"], served["rows"][0]
+    cases = {
+        "monthly_spend": {"rows": [{**row, "monthly_spend": "lots"}]},
+        "plan": {"rows": [{k: v for k, v in row.items() if k != "plan"}]},
+        "surprise": {"rows": [{**row, "surprise": 1}]},
+        "monthly_spend ": {"rows": [{**row, "monthly_spend": "Infinity"}]},
+        "rows": {"rows": []},
+    }
+    for field, body in cases.items():
+        got = _post(url, body)
+        assert got.status_code == 400, (field, got.status_code, got.text)
+        assert field.strip() in got.text, (field, got.text)
+    garbled = httpx.post(f"{url}/predict", content=b"{not json", headers=AUTH, timeout=30)
+    assert 400 <= garbled.status_code < 500
+
+
+def test_auth_and_size_limits(served: dict[str, Any]) -> None:
+    url, rows = served["url"], served["rows"]
+    assert httpx.post(f"{url}/predict", json={"rows": rows[:1]}, timeout=30).status_code == 401
+    wrong = httpx.post(f"{url}/predict", json={"rows": rows[:1]}, timeout=30,
+                       headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and "bearer token" in wrong.text
+    for probe in ("/livez", "/readyz", "/metrics"):
+        assert httpx.get(f"{url}{probe}", timeout=30).status_code == 200, probe
+    big = _post(url, {"rows": rows * 200})  # ~300 KB against a 200 KB limit
+    assert big.status_code == 413
+    metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    assert 'mlcycle_rejected_requests_total{reason="auth"}' in metrics
+    assert 'mlcycle_rejected_requests_total{reason="too_large"}' in metrics
+
+
+def test_concurrent_clients_each_get_their_own_rows(served: dict[str, Any]) -> None:
+    url, rows, expected = served["url"], served["rows"], served["expected"]["1"]
+
+    def ask(i: int) -> tuple[int, list[str]]:
+        mine = rows[i % 5: i % 5 + 1 + i % 7]  # requests of different sizes and rows
+        got = _post(url, {"rows": mine})
+        assert got.status_code == 200, got.text
+        return i, [p["label"] for p in got.json()["predictions"]]
+
+    with ThreadPoolExecutor(16) as pool:
+        for i, labels in pool.map(ask, range(64)):
+            assert labels == expected[i % 5: i % 5 + 1 + i % 7], i
+
+
+def test_the_prediction_log_holds_masked_rows_and_request_ids(served: dict[str, Any]) -> None:
+    url, row = served["url"], served["rows"][0]
+    text = next(k for k, v in row.items() if isinstance(v, str) and len(v) > 20)
+    sent = _post(url, {"rows": [{**row, text: "write to jane.doe@example.com please"}]})
+    assert sent.status_code == 200, sent.text
+    request_id = sent.json()["request_id"]
+    folder = prediction_log_dir(served["settings"].workdir.resolve())
+    lines = [json.loads(line) for f in sorted(folder.glob("*.jsonl"))
+             for line in f.read_text().splitlines()]
+    mine = [entry for entry in lines if entry["request_id"] == request_id]
+    assert len(mine) == 1 and mine[0]["version"] == "1"
+    assert "jane.doe@example.com" not in json.dumps(mine) and "<EMAIL>" in mine[0]["row"][text]
+    assert mine[0]["label"] == sent.json()["predictions"][0]["label"]
+    metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    assert "mlcycle_prediction_log_rows_total" in metrics and "mlcycle_predictions_total" in metrics
+
+
+def test_promote_and_rollback_reload_under_load(served: dict[str, Any]) -> None:
+    """Clients keep asking while the champion moves to v2 and back: no request fails,
+    and each answer comes from the version it names."""
+    url, rows, expected = served["url"], served["rows"], served["expected"]
+    settings, client = served["settings"], served["client"]
+    failures: list[str] = []
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            got = _post(url, {"rows": rows})
+            if got.status_code != 200:
+                failures.append(got.text)
+                continue
+            body = got.json()
+            seen.add(body["model_version"])
+            if [p["label"] for p in body["predictions"]] != expected[body["model_version"]]:
+                failures.append(f"v{body['model_version']} answered another version's labels")
+
+    def wait_for(version: str) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if _post(url, {"rows": rows[:1]}).json()["model_version"] == version:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"the endpoint never served v{version}")
+
+    workers = [threading.Thread(target=hammer) for _ in range(3)]
+    for w in workers:
+        w.start()
+    try:
+        promote(client, settings.workdir, "serve-test", "2", "canary")
+        wait_for("2")
+        rollback(client, settings.workdir, "serve-test", None)
+        wait_for("1")
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+    assert not failures, failures[:3]
+    assert seen == {"1", "2"}
+    labels = [p["label"] for p in _post(url, {"rows": rows}).json()["predictions"]]
+    assert labels == expected["1"]  # the rollback restored v1's predictions
+    metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    assert 'mlcycle_reloads_total{result="swapped"} 2.0' in metrics
