@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import hypothesis
 import pandas as pd
 import pytest
 
@@ -201,3 +202,24 @@ def test_promote_and_rollback_reload_under_load(served: dict[str, Any]) -> None:
     assert labels == expected["1"]  # the rollback restored v1's predictions
     metrics = httpx.get(f"{url}/metrics", timeout=30).text
     assert 'mlcycle_reloads_total{result="swapped"} 2.0' in metrics
+
+
+
+def test_generated_requests_get_no_5xx(served: dict[str, Any]) -> None:
+    """Schemathesis generates requests from the OpenAPI spec, valid and not: none may
+    get a 5xx (a small budget per operation)."""
+    import schemathesis
+    from schemathesis.checks import not_a_server_error
+
+    schema = schemathesis.openapi.from_url(f"{served['url']}/docs.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert "/predict" in {op.path for op in operations}
+    for operation in operations:
+
+        @hypothesis.given(case=operation.as_strategy())
+        @hypothesis.settings(max_examples=40, deadline=None, database=None,
+                             suppress_health_check=list(hypothesis.HealthCheck))
+        def fuzz(case: Any) -> None:
+            case.validate_response(case.call(headers=AUTH), checks=[not_a_server_error])
+
+        fuzz()
