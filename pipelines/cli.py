@@ -347,6 +347,50 @@ def data_generate(
     console.print(f"wrote {out} in {time.perf_counter() - started:.1f}s: {manifest.rows} rows, "
                   f"Bayes-optimal accuracy {manifest.bayes_accuracy}")
 
+@app.command()
+def monitor(
+    config: ConfigOpt = None,
+    once: Annotated[bool, typer.Option("--once", help="One check, then exit.")] = False,
+) -> None:
+    """Check the endpoint's prediction log for input and prediction drift, alert, and
+    serve the monitor's /metrics and /healthz (every monitoring.interval_s until Ctrl-C)."""
+    import threading
+
+    from components.monitoring.monitor import Monitor
+    from services.monitor.server import serve
+
+    try:
+        settings = _settings(config)
+        if once:
+            _print_check(Monitor(settings).check(), settings)
+            return
+        monitoring = settings.monitoring
+        console.print(f"checking {settings.workdir / 'predictions'} every "
+                      f"{monitoring.interval_s:g} s; /metrics and /healthz on "
+                      f"http://{settings.serving.host}:{monitoring.port} (Ctrl-C stops)")
+        serve(settings, lambda check: _print_check(check, settings), threading.Event())
+    except UserError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        return
+
+
+def _print_check(check: Any, settings: Settings) -> None:
+    if check.status == "waiting":
+        console.print(f"{check.at}: {check.rows} new logged rows, waiting for "
+                      f"{settings.monitoring.min_rows} (monitoring.min_rows)")
+        return
+    drift = check.drift or {}
+    outputs = check.prediction_drift or {}
+    console.print(
+        f"{check.at}: {check.model} v{check.version}, {check.rows} rows: "
+        f"{'DRIFT' if check.status == 'drift' else 'no drift'}; inputs "
+        f"{drift.get('drifted_share', 0):.0%} drifted ({', '.join(check.drifted) or 'none'}), "
+        f"predictions {'drifted' if outputs.get('dataset_drift') else 'stable'}; "
+        f"{len(check.alerts)} alert(s), {check.delivered} delivered; report {check.report}",
+        highlight=False, soft_wrap=True)
+
+
 NameOpt = Annotated[str | None, typer.Option(
     "--name", help="Registered model; the last run's (else the config's) when omitted.")]
 ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why, for the audit log.")]

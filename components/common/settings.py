@@ -265,6 +265,8 @@ class ServingSettings(_Strict):
     port: int = Field(default=3000, ge=1, le=65535, description="Port it listens on.")
     startup_timeout_s: int = Field(default=180, ge=5, description="How long deploy waits "
                                    "for /readyz before it fails.")
+    batching: bool = Field(default=True, description="Adaptive batching: rows of concurrent "
+                           "requests share one model call.")
     max_batch_size: int = Field(default=64, ge=2, description="Adaptive batching: most rows "
                                 "one model call takes from concurrent requests.")
     max_latency_ms: int = Field(default=2000, ge=1, description="Adaptive batching: the "
@@ -281,6 +283,15 @@ class ServingSettings(_Strict):
                                "(`<workdir>/predictions/`) rotates to a new file at this size.")
 
 
+class Webhook(_Strict):
+    """One alert receiver."""
+
+    url: str = Field(description="The webhook URL (http or https).")
+    format: Literal["alertmanager", "slack"] = Field(
+        default="alertmanager", description="Payload: Alertmanager's webhook (version 4) "
+        "or a Slack incoming webhook's (`text` and `blocks`).")
+
+
 class MonitoringSettings(_Strict):
     """The drift check after deployment."""
 
@@ -290,6 +301,18 @@ class MonitoringSettings(_Strict):
     drift_share: float = Field(
         default=0.5, gt=0, le=1, description="Share of drifted columns that flags the dataset."
     )
+    interval_s: float = Field(default=300.0, gt=0, description="`mlcycle monitor`: seconds "
+                              "between checks of the prediction log.")
+    min_rows: int = Field(default=200, ge=10, description="Fewest new logged rows a check "
+                          "compares; fewer wait for the next check.")
+    sample_rows: int = Field(default=100_000, ge=1_000, description="Larger reference or "
+                             "current data is sampled to this many rows (seeded).")
+    consecutive_checks: int = Field(default=2, ge=1, description="Checks a condition must "
+                                    "hold before its alert fires (flapping control).")
+    port: int = Field(default=9108, ge=1, le=65535, description="`mlcycle monitor`'s own "
+                      "`/metrics` and `/healthz`.")
+    webhooks: list[Webhook] = Field(default_factory=list, description="Where alerts go: "
+                                    "Alertmanager-compatible or Slack-compatible webhooks.")
 
 
 class RaySettings(_Strict):

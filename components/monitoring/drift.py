@@ -19,21 +19,51 @@ class DriftResult:
     threshold: float
     columns: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    sampled: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, schema: FeatureSchema,
-                  drift_share: float, html_path: Path | None = None) -> DriftResult:
+def inferred_schema(frame: pd.DataFrame) -> FeatureSchema:
+    """Column roles read off the data, as ``prepare_data`` reads them; ids are skipped."""
+    from components.data.features import _infer_role
+
+    sample = frame.sample(min(len(frame), 5000), random_state=0)
+    schema = FeatureSchema(target="", task="classification", classes=[])
+    for col in frame.columns:
+        role = _infer_role(str(col), sample[col])
+        if role in ("numeric", "categorical", "text"):
+            getattr(schema, role).append(col)
+    return schema
+
+
+def compute_drift(reference: pd.DataFrame, current: pd.DataFrame,
+                  schema: FeatureSchema | None = None, drift_share: float = 0.5,
+                  html_path: Path | None = None, sample_rows: int | None = None) -> DriftResult:
     """Per-column drift tests on the model's inputs (text by a domain classifier, all
     offline); the dataset drifts when at least ``drift_share`` of its columns do
-    (Evidently's rule)."""
+    (Evidently's rule). Without a schema, roles are inferred from the reference. Each
+    side is sampled down to ``sample_rows`` (seeded) when larger."""
+    schema = schema or inferred_schema(reference)
     roles = {"numeric": [c for c in schema.numeric if c in current.columns],
              "categorical": [c for c in schema.categorical if c in current.columns],
              "text": [c for c in schema.text if c in current.columns]}
     if not any(roles.values()):
         raise ValueError("no input columns to compare")
+    sampled = False
+    if sample_rows is not None:
+        sampled = len(reference) > sample_rows or len(current) > sample_rows
+        reference, current = (f.sample(sample_rows, random_state=0) if len(f) > sample_rows
+                              else f for f in (reference, current))
+    result = _with_text_fallback(reference, current, roles, drift_share, html_path)
+    result.sampled = sampled
+    return result
+
+
+def _with_text_fallback(reference: pd.DataFrame, current: pd.DataFrame,
+                        roles: dict[str, list[str]], drift_share: float,
+                        html_path: Path | None) -> DriftResult:
     try:
         return _run(reference, current, roles, drift_share, html_path, {})
     except ValueError as exc:
@@ -43,6 +73,13 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, schema: Featur
     # tiny vocabulary leaves nothing, so it is reported as skipped rather than failing.
     skipped = dict.fromkeys(roles["text"], "vocabulary too small for the text drift test")
     return _run(reference, current, {**roles, "text": []}, drift_share, html_path, skipped)
+
+
+TESTS = {"num_method": "wasserstein", "num_threshold": 0.1,
+         "cat_method": "jensenshannon", "cat_threshold": 0.1}
+"""Distances, whatever the size: Evidently's default below 1,000 reference rows is a
+p-value (KS, chi-squared), which flags a difference as small as a sample's clustering
+once there are a few hundred rows (decision 028)."""
 
 
 def _run(reference: pd.DataFrame, current: pd.DataFrame, roles: dict[str, list[str]],
@@ -65,7 +102,7 @@ def _run(reference: pd.DataFrame, current: pd.DataFrame, roles: dict[str, list[s
             frame[col] = frame[col].fillna("").astype(str)
         return Dataset.from_pandas(frame, data_definition=definition)
 
-    report = Report([DataDriftPreset(columns=columns, drift_share=drift_share)],
+    report = Report([DataDriftPreset(columns=columns, drift_share=drift_share, **TESTS)],
                     include_tests=True)
     snapshot = report.run(current_data=as_dataset(current), reference_data=as_dataset(reference))
     if html_path is not None:
@@ -91,3 +128,14 @@ def _parse(data: dict[str, Any], drift_share: float) -> DriftResult:
                                       "drift": detected.get(metric["id"], False)}
     return DriftResult(dataset_drift=share >= drift_share, drifted_share=share,
                        drifted_columns=count, threshold=drift_share, columns=columns)
+
+
+PREDICTIONS = FeatureSchema(target="", task="classification", classes=[],
+                            numeric=["confidence"], categorical=["label"])
+"""The model's outputs as two columns: the class mix and the top probability."""
+
+
+def prediction_drift(reference: pd.DataFrame, current: pd.DataFrame,
+                     html_path: Path | None = None) -> DriftResult:
+    """Prediction drift: either the class mix or the confidence drifting flags it."""
+    return compute_drift(reference, current, PREDICTIONS, drift_share=0.5, html_path=html_path)

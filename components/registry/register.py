@@ -62,6 +62,41 @@ def requirements() -> list[str]:
             f"mlcycle=={version('mlcycle')}"]
 
 
+REFERENCE_TAG = "mlcycle.reference"
+REFERENCE_ROWS = 5000
+
+
+def log_reference(clf: Any, test: pd.DataFrame, model_id: str) -> str:
+    """The version's own reference for monitoring, logged in the active run: a sample of
+    the holdout's inputs (already PII-scrubbed) with the model's label and confidence on
+    them. The monitor reads it from the registry, never from the pipeline's folders."""
+    import tempfile
+
+    import mlflow
+
+    sample = test.sample(min(len(test), REFERENCE_ROWS), random_state=0)
+    frame = sample[clf.schema.inputs].copy()
+    proba = clf.predict_proba(sample)
+    frame["label"] = np.asarray(clf.classes, dtype=object)[proba.argmax(axis=1)]
+    frame["confidence"] = proba.max(axis=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{model_id}.parquet"
+        frame.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), "reference")
+    return f"{mlflow.get_artifact_uri('reference')}/{model_id}.parquet"
+
+
+def read_reference(version: Any) -> pd.DataFrame:
+    """A registered version's reference (inputs, ``label``, ``confidence``)."""
+    import mlflow
+
+    uri = version.tags.get(REFERENCE_TAG)
+    if not uri:
+        raise UserError(f"model {version.name!r} v{version.version} was registered without "
+                        "a monitoring reference; register it again with this version of mlcycle")
+    return pd.read_parquet(mlflow.artifacts.download_artifacts(uri))
+
+
 def champion_proba(model: Any, test: pd.DataFrame, target: str,
                    classes: list[str]) -> np.ndarray:
     """Any pyfunc model's class probabilities on the holdout, columns in ``classes`` order."""
@@ -161,7 +196,9 @@ def register(
             name="model", python_model=BundleModel(), artifacts={"bundle": str(bundle_dir)},
             signature=signature, input_example=example, pip_requirements=requirements(),
         )
-    version = str(mlflow.register_model(info.model_uri, name, tags=lineage).version)
+        reference = log_reference(clf, test, info.model_id)
+    version = str(mlflow.register_model(info.model_uri, name,
+                                        tags={**lineage, REFERENCE_TAG: reference}).version)
     try:
         promoted, reasons, champion_score = _gate(settings, client, clf, test)
     except Exception as exc:  # re-raised: the stage fails, and the version says why

@@ -153,7 +153,7 @@ class Model:
     def _stop(self) -> None:
         self.stop.set()
 
-    @bentoml.api(batchable=True, max_batch_size=SETTINGS.max_batch_size,
+    @bentoml.api(batchable=SETTINGS.batching, max_batch_size=SETTINGS.max_batch_size,
                  max_latency_ms=SETTINGS.max_latency_ms)
     def infer(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Rows of several requests at once; one output per row, in order."""
@@ -195,13 +195,9 @@ class Classifier:
         request_id = ctx.request.headers.get("x-request-id") or uuid.uuid4().hex
         records = as_records(rows)
         try:
-            predictions = self.model.infer(records)
+            predictions = self._infer(records)
         except InvalidArgument as exc:  # the Model service's BadInput, over the wire
             raise BadInput(_error_text(exc)) from exc
-        except ServiceUnavailable as exc:  # batching's latency bound: 503, not a 500
-            REJECTED.labels("overloaded").inc()
-            raise ServiceUnavailable("overloaded: the batch queue is past "
-                                     "serving.max_latency_ms; retry") from exc
         for p in predictions:
             PREDICTIONS.labels(p["label"]).inc()
         if self.log is not None:
@@ -212,6 +208,19 @@ class Classifier:
                 "model": NAME, "model_version": predictions[-1]["version"],
                 "model_uri": MODEL_URI, "request_id": request_id}
 
+    def _infer(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """All rows of one request from one version: rows split over batches can straddle a
+        hot swap, and then the request is asked again (a swap is rare; two in a row rarer)."""
+        for _ in range(3):
+            try:
+                predictions: list[dict[str, Any]] = self.model.infer(records)
+            except ServiceUnavailable as exc:  # batching's latency bound: 503, not a 500
+                REJECTED.labels("overloaded").inc()
+                raise ServiceUnavailable("overloaded: the batch queue is past "
+                                         "serving.max_latency_ms; retry") from exc
+            if len({p["version"] for p in predictions}) == 1:
+                return predictions
+        raise ServiceUnavailable("the model was swapped during the request three times; retry")
 
 Classifier.add_asgi_middleware(  # type: ignore[attr-defined]  # a Service once decorated
     Guard, token_env=SETTINGS.token_env,

@@ -9,8 +9,9 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import hypothesis
@@ -35,10 +36,15 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def served(scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     import mlflow
 
+    from components.data.generate import generate
+
     root = tmp_path_factory.mktemp("serving")
+    # Larger than the shared scenario: the holdout is also the monitor's reference.
+    scenario = root / "scenario"
+    generate(scenario, rows=4000, seed=3)
     settings = Settings(workdir=root / "work", registry={"model_name": "serve-test"},
                         data={"sources": scenario_sources(scenario), "target": "category"},
                         serving={"port": free_port(), "reload_interval_s": 0.5,
@@ -223,3 +229,75 @@ def test_generated_requests_get_no_5xx(served: dict[str, Any]) -> None:
             case.validate_response(case.call(headers=AUTH), checks=[not_a_server_error])
 
         fuzz()
+
+
+class _Hook(BaseHTTPRequestHandler):
+    got: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        type(self).got.append({"path": self.path, "body": json.loads(
+            self.rfile.read(int(self.headers["Content-Length"])))})
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+def _traffic(served: dict[str, Any], root: Path, drift: str) -> None:
+    """A batch of the scenario through the endpoint: its rows that pass prepare_data's
+    checks (the planted defects would get their 400s)."""
+    from components.data.generate import generate
+
+    generate(root / drift, rows=2500, seed=3, drift=drift)  # the served scenario's customers
+    out = root / f"{drift}-prepared"
+    prepare(Settings(data={"sources": scenario_sources(root / drift),
+                           "target": "category"}).data,
+            PreparedPaths(out / "train.pq", out / "val.pq", out / "test.pq", out / "q.pq",
+                          out / "transform", out / "report"))
+    frame = pd.concat([pd.read_parquet(out / f"{s}.pq") for s in ("train", "val", "test")])
+    rows = json.loads(frame[list(served["rows"][0])].to_json(orient="records",
+                                                             date_format="iso"))
+    for i in range(0, len(rows), 100):
+        got = _post(served["url"], {"rows": rows[i:i + 100]})
+        assert got.status_code == 200, got.text[:600]
+
+
+def test_the_monitor_alerts_on_drifted_traffic_once_and_resolves(served: dict[str, Any],
+                                                                  tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    from components.monitoring.monitor import REGISTRY, Monitor
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{hook.server_address[1]}"
+    settings = Settings(**{**json.loads(served["settings"].to_json()), "monitoring": {
+        "drift_share": 0.2, "consecutive_checks": 1, "min_rows": 300,
+        "webhooks": [{"url": f"{base}/am"}, {"url": f"{base}/slack", "format": "slack"}]}})
+    monitor = Monitor(settings)
+    monitor.skip_logged()  # the other tests' traffic: this test watches its own
+    try:
+        assert monitor.check().status == "waiting"
+        _traffic(served, tmp_path, "none")
+        calm = monitor.check()
+        assert calm.status == "ok" and not calm.alerts, calm.drifted
+        _traffic(served, tmp_path, "new_product")
+        drifted = monitor.check()
+        assert drifted.status == "drift" and {"product", "body"} <= set(drifted.drifted)
+        assert drifted.delivered == 2 and Path(str(drifted.report)).is_file()
+        _traffic(served, tmp_path, "none")
+        cleared = monitor.check()
+    finally:
+        hook.shutdown()
+    assert cleared.status == "ok" and drifted.alerts
+    assert [a["status"] for a in cleared.alerts] == ["resolved"] * len(drifted.alerts)
+    manager = [g["body"] for g in _Hook.got if g["path"] == "/am"]
+    assert [m["status"] for m in manager] == ["firing", "resolved"]  # once each
+    firing = manager[0]["alerts"][0]
+    assert firing["labels"]["model"] == "serve-test" and firing["labels"]["version"] == "1"
+    assert "product" in firing["annotations"]["description"]
+    assert firing["fingerprint"] == manager[1]["alerts"][0]["fingerprint"]
+    assert any("serve-test" in g["body"]["text"] for g in _Hook.got if g["path"] == "/slack")
+    metrics = generate_latest(REGISTRY).decode()
+    assert 'mlcycle_drift_share{model="serve-test",version="1"}' in metrics

@@ -1,0 +1,1 @@
+"""The monitor: scheduled drift checks over the prediction log, with /metrics."""
