@@ -157,6 +157,15 @@ class Model:
                  max_latency_ms=SETTINGS.max_latency_ms)
     def infer(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Rows of several requests at once; one output per row, in order."""
+        return self._predict(rows)
+
+    @bentoml.api
+    def infer_many(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A request larger than a batch is a batch of its own: split over the batching
+        queue, its parts would wait past ``max_latency_ms`` and be refused."""
+        return self._predict(rows)
+
+    def _predict(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         served = self.served
         frame = pd.DataFrame(rows, columns=[c.name for c in INPUT_SCHEMA.inputs]
                              if INPUT_SCHEMA else None)
@@ -213,7 +222,9 @@ class Classifier:
         hot swap, and then the request is asked again (a swap is rare; two in a row rarer)."""
         for _ in range(3):
             try:
-                predictions: list[dict[str, Any]] = self.model.infer(records)
+                infer = (self.model.infer if len(records) <= SETTINGS.max_batch_size
+                         else self.model.infer_many)
+                predictions: list[dict[str, Any]] = infer(records)
             except ServiceUnavailable as exc:  # batching's latency bound: 503, not a 500
                 REJECTED.labels("overloaded").inc()
                 raise ServiceUnavailable("overloaded: the batch queue is past "

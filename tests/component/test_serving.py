@@ -301,3 +301,30 @@ def test_the_monitor_alerts_on_drifted_traffic_once_and_resolves(served: dict[st
     assert any("serve-test" in g["body"]["text"] for g in _Hook.got if g["path"] == "/slack")
     metrics = generate_latest(REGISTRY).decode()
     assert 'mlcycle_drift_share{model="serve-test",version="1"}' in metrics
+
+
+def test_sigterm_finishes_the_request_in_flight(served: dict[str, Any], tmp_path: Path) -> None:
+    """A second endpoint on the same registry, stopped while it answers a large request:
+    the request completes, and the endpoint then takes no more."""
+    settings = served["settings"]
+    own = Settings(**{**json.loads(settings.to_json()), "workdir": tmp_path / "work",
+                      "registry": {"model_name": "serve-test",
+                                   "tracking_uri": settings.tracking_uri},
+                      "serving": {"port": free_port()}})
+    endpoint = start_endpoint(own, "models:/serve-test@champion")
+    rows = (served["rows"] * 250)[:10_000]
+    result: dict[str, Any] = {}
+
+    def ask() -> None:
+        result["response"] = _post(endpoint.url, {"rows": rows})
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    time.sleep(0.5)  # accepted and in the model by now (10,000 rows take seconds here)
+    assert "response" not in result, "answered before the stop: the test proves nothing"
+    stop_endpoint(own.workdir)  # SIGTERM to the server's process group, then waits
+    asking.join(timeout=60)
+    assert result["response"].status_code == 200, result["response"].text[:300]
+    assert len(result["response"].json()["predictions"]) == 10_000
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{endpoint.url}/readyz", timeout=5)
