@@ -161,6 +161,7 @@ async def _load(url: str, rows: list[dict[str, Any]], concurrency: int,
                 seconds: float) -> dict[str, Any]:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
+    errors: list[str] = []
     stop_at = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
@@ -173,8 +174,12 @@ async def _load(url: str, rows: list[dict[str, Any]], concurrency: int,
                     response = await client.post(f"{url}/predict",
                                                  json={"rows": [rng.choice(rows)]})
                     status = response.status_code
-                except httpx.HTTPError:
+                    if status >= 500 and len(errors) < 3:
+                        errors.append(response.text[:200])
+                except httpx.HTTPError as exc:
                     status = 0
+                    if len(errors) < 3:
+                        errors.append(repr(exc)[:200])
                 latencies.append(time.perf_counter() - started)
                 statuses[status] = statuses.get(status, 0) + 1
 
@@ -185,7 +190,8 @@ async def _load(url: str, rows: list[dict[str, Any]], concurrency: int,
     return {"requests": len(ms), "throughput_rps": len(ms) / elapsed,
             "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
             "statuses": {str(k): v for k, v in sorted(statuses.items())},
-            "server_errors": sum(v for k, v in statuses.items() if k >= 500 or k == 0)}
+            "server_errors": sum(v for k, v in statuses.items() if k >= 500 or k == 0),
+            "errors": errors}
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:
@@ -239,7 +245,7 @@ def main() -> None:
                         results[kind][setup][str(c)] = got
                         print(f"{kind:8} {setup:16} c={c:<3} {got['throughput_rps']:8.1f} req/s"
                               f"  p50 {got['p50_ms']:7.1f} ms  p99 {got['p99_ms']:7.1f} ms"
-                              f"  5xx {got['server_errors']}", flush=True)
+                              f"  5xx {got['server_errors']} {got['errors'][:1]}", flush=True)
                 finally:
                     _stop(handle)
     ratios: dict[str, Any] = {}

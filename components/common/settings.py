@@ -272,6 +272,9 @@ class ServingSettings(_Strict):
     max_latency_ms: int = Field(default=2000, ge=1, description="Adaptive batching: the "
                                 "longest a request may wait for its batch; BentoML answers "
                                 "503 (overloaded) rather than wait longer.")
+    threads: int = Field(default=32, ge=1, description="Requests the public service works "
+                         "on at once (BentoML runs a sync API on one thread by default, "
+                         "which leaves nothing to batch).")
     max_rows: int = Field(default=10_000, ge=1, description="Most rows one request may send.")
     max_request_bytes: int = Field(default=10_000_000, ge=1_000, description="Larger "
                                    "request bodies get 413.")
