@@ -98,9 +98,7 @@ def _models(root: Path) -> dict[str, tuple[Any, list[dict[str, Any]]]]:
         settings = Settings(workdir=root / kind / "work", registry={"model_name": f"bench-{kind}"},
                             data={"sources": sources, "target": "category"},
                             train={"model": kind})
-        report = prepare(settings.data, PreparedPaths(
-            prepared / "train.pq", prepared / "val.pq", prepared / "test.pq", prepared / "q.pq",
-            prepared / "transform", prepared / "report"))
+        report = prepare(settings.data, PreparedPaths.under(prepared))
         family = Family("text" if kind == "text" else "tabular")
         fschema, ((xt, _yt), _) = load_features(prepared / "transform", prepared / "train.pq",
                                                 prepared / "val.pq", family=family)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,20 @@ def assert_no_pii(root: Path, values: list[str]) -> None:
         text = text.lower()
         leaked = [v for v in values if v.lower() in text]
         assert not leaked, f"{path} holds planted PII: {leaked[:3]}"
+
+
+@contextmanager
+def moto_s3() -> Iterator[str]:
+    """An S3 API on loopback (moto's server); yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
 
 
 def free_port() -> int:

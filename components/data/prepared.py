@@ -22,6 +22,11 @@ class PreparedPaths:
     transform_dir: Path
     report_dir: Path
 
+    @classmethod
+    def under(cls, root: Path) -> PreparedPaths:
+        """The usual names in one folder, as tests and benches lay them out."""
+        return cls(root / "train.pq", root / "val.pq", root / "test.pq", root / "q.pq",
+                   root / "transform", root / "report")
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ REFERENCE_TAG = "mlcycle.reference"
 REFERENCE_ROWS = 5000
 
 
-def log_reference(clf: Any, test: pd.DataFrame, model_id: str) -> str:
+def log_reference(clf: Any, test: pd.DataFrame, proba: np.ndarray, model_id: str) -> str:
     """The version's own reference for monitoring, logged in the active run: a sample of
     the holdout's inputs (already PII-scrubbed) with the model's label and confidence on
     them. The monitor reads it from the registry, never from the pipeline's folders."""
@@ -74,11 +74,10 @@ def log_reference(clf: Any, test: pd.DataFrame, model_id: str) -> str:
 
     import mlflow
 
-    sample = test.sample(min(len(test), REFERENCE_ROWS), random_state=0)
-    frame = sample[clf.schema.inputs].copy()
-    proba = clf.predict_proba(sample)
-    frame["label"] = np.asarray(clf.classes, dtype=object)[proba.argmax(axis=1)]
-    frame["confidence"] = proba.max(axis=1)
+    rows = np.random.default_rng(0).permutation(len(test))[:REFERENCE_ROWS]
+    frame = test.iloc[rows][clf.schema.inputs].reset_index(drop=True)
+    frame["label"] = np.asarray(clf.classes, dtype=object)[proba[rows].argmax(axis=1)]
+    frame["confidence"] = proba[rows].max(axis=1)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{model_id}.parquet"
         frame.to_parquet(path, index=False)
@@ -181,6 +180,7 @@ def register(
     example = input_example(clf.schema.inputs, test)
     signature = infer_signature(example, clf.predict(example))
     _check_same_task(client, name, clf.schema.target, clf.classes)
+    proba = clf.predict_proba(test)  # once, for the gate and the monitoring reference
     lineage = {
         "mlcycle.target": clf.schema.target,
         "mlcycle.classes": json.dumps(clf.classes),
@@ -196,11 +196,11 @@ def register(
             name="model", python_model=BundleModel(), artifacts={"bundle": str(bundle_dir)},
             signature=signature, input_example=example, pip_requirements=requirements(),
         )
-        reference = log_reference(clf, test, info.model_id)
+        reference = log_reference(clf, test, proba, info.model_id)
     version = str(mlflow.register_model(info.model_uri, name,
                                         tags={**lineage, REFERENCE_TAG: reference}).version)
     try:
-        promoted, reasons, champion_score = _gate(settings, client, clf, test)
+        promoted, reasons, champion_score = _gate(settings, client, clf, test, proba)
     except Exception as exc:  # re-raised: the stage fails, and the version says why
         client.set_model_version_tag(name, version, "mlcycle.gate", f"failed: {exc!r}"[:500])
         raise
@@ -220,8 +220,8 @@ def register(
     )
 
 
-def _gate(settings: Settings, client: Any, clf: Any,
-          test: pd.DataFrame) -> tuple[bool, list[str], float | None]:
+def _gate(settings: Settings, client: Any, clf: Any, test: pd.DataFrame,
+          proba: np.ndarray) -> tuple[bool, list[str], float | None]:
     """Score the challenger and the champion on the same holdout and decide."""
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -231,7 +231,7 @@ def _gate(settings: Settings, client: Any, clf: Any,
     y_true = test[target].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()
     columns = slice_columns(settings.evaluation, clf.schema.categorical, test)
     min_rows = settings.evaluation.min_slice_rows
-    ours = scored(clf.predict_proba(test), y_true, test, classes, metric, columns, min_rows)
+    ours = scored(proba, y_true, test, classes, metric, columns, min_rows)
     theirs: Scored | None = None
     current = alias_version(client, name, CHAMPION)
     if current is None:

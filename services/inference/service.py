@@ -244,13 +244,12 @@ def _call(infer: Any, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     so repeating it is safe (measured: 14 of 400 calls at 8 concurrent clients failed so)."""
     import aiohttp
 
-    for attempt in range(3):
+    for _ in range(2):
         try:
             return list(infer(records))
         except aiohttp.ServerDisconnectedError:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+            continue
+    return list(infer(records))
 
 
 def _one_line(exc: Exception) -> str:

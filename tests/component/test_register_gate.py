@@ -73,6 +73,24 @@ def _tree_bundle(out: Path, prepared: Path) -> Path:
     return out
 
 
+def register_pair(settings: Settings, root: Path, run: str) -> dict[str, object]:
+    """The scenario prepared under ``root``, and two versions registered through the real
+    gate: a trained bundle (v1, champion) and an untrained one (v2, held)."""
+    from components.registry.register import register
+
+    prepared = root / "prepared"
+    report = prepare(settings.data, PreparedPaths.under(prepared))
+    test = pd.read_parquet(prepared / "test.pq")
+    parent = tracking.start_parent_run(settings, run)
+    bundles, results = {}, []
+    for name, epochs in (("good", 15), ("untrained", 0)):
+        bundle = bundles[name] = _bundle(root / name, prepared, epochs=epochs)
+        metrics = evaluate_bundle(load_bundle(bundle), test, root / f"{name}-eval")
+        results.append(register(settings, bundle, test, metrics, parent, run,
+                                report["fingerprint"]))
+    return {"prepared": prepared, "test": test, "bundles": bundles, "results": results}
+
+
 @pytest.fixture(scope="module")
 def workspace(scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     root = tmp_path_factory.mktemp("gate")
@@ -80,9 +98,7 @@ def workspace(scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
                         data={"sources": scenario_sources(scenario), "target": "category"},
                         registry={"model_name": "gate-test"})
     prepared = root / "prepared"
-    report = prepare(settings.data, PreparedPaths(
-        prepared / "train.pq", prepared / "val.pq", prepared / "test.pq", prepared / "q.pq",
-        prepared / "transform", prepared / "report"))
+    report = prepare(settings.data, PreparedPaths.under(prepared))
     good = _bundle(root / "good", prepared, epochs=15)
     trees = _tree_bundle(root / "trees", prepared)
     untrained = _bundle(root / "untrained", prepared, epochs=0)

@@ -20,16 +20,11 @@ import httpx
 import pandas as pd
 import pytest
 
-from components.common import tracking
 from components.common.settings import Settings
-from components.data.prepare import prepare
-from components.data.prepared import PreparedPaths
-from components.evaluation.evaluate import evaluate_bundle
 from components.registry.aliases import CHAMPION, alias_version, promote, rollback
-from components.registry.register import register
 from components.training.model import load_bundle
-from tests.component.test_register_gate import _bundle
-from tests.conftest import free_port, scenario_sources
+from tests.component.test_register_gate import register_pair
+from tests.conftest import free_port, moto_s3, scenario_sources
 
 pytestmark = pytest.mark.slow
 
@@ -77,15 +72,8 @@ def postgres() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_s3() as url:
+        yield url
 
 
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "mlcycle-test", "AWS_SECRET_ACCESS_KEY": "secret",
@@ -155,18 +143,9 @@ def test_register_gate_promote_and_rollback_through_the_server(
     settings = Settings(workdir=tmp_path / "work", registry={"tracking_uri": url,
                                                              "model_name": "server-test"},
                         data={"sources": scenario_sources(scenario), "target": "category"})
-    prepared = tmp_path / "prepared"
-    report = prepare(settings.data, PreparedPaths(
-        prepared / "train.pq", prepared / "val.pq", prepared / "test.pq", prepared / "q.pq",
-        prepared / "transform", prepared / "report"))
-    test = pd.read_parquet(prepared / "test.pq")
-    parent = tracking.start_parent_run(settings, "server-run")
-    results = []
-    for name, epochs in (("good", 15), ("untrained", 0)):
-        bundle = _bundle(tmp_path / name, prepared, epochs=epochs)
-        metrics = evaluate_bundle(load_bundle(bundle), test, tmp_path / f"{name}-eval")
-        results.append(register(settings, bundle, test, metrics, parent, "server-run",
-                                report["fingerprint"]))
+    made = register_pair(settings, tmp_path, "server-run")
+    results, test = made["results"], made["test"]
+    assert isinstance(results, list) and isinstance(test, pd.DataFrame)
     assert results[0].promoted and not results[1].promoted
     client = mlflow.MlflowClient(url)
     assert alias_version(client, "server-test", CHAMPION) == "1"

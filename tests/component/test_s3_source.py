@@ -10,28 +10,16 @@ import pytest
 from components.common.settings import DataSettings
 from components.data.prepare import prepare
 from components.data.prepared import PreparedPaths
-from tests.conftest import free_port, scenario_sources
+from tests.conftest import moto_s3, scenario_sources
 
 
 @pytest.fixture
 def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
     for key, value in {"AWS_ACCESS_KEY_ID": "mlcycle-test", "AWS_SECRET_ACCESS_KEY": "secret",
                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(key, value)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
-def _paths(root: Path) -> PreparedPaths:
-    return PreparedPaths(root / "train.pq", root / "val.pq", root / "test.pq", root / "q.pq",
-                         root / "transform", root / "report")
+    with moto_s3() as url:
+        yield url
 
 
 @pytest.mark.parametrize("engine", ["pandas", pytest.param("ray", marks=pytest.mark.slow)])
@@ -49,8 +37,9 @@ def test_s3_sources_read_like_local_files(scenario: Path, tmp_path: Path, s3_end
               local[1],
               {"name": "telemetry", "uri": "s3://raw/exports/telemetry.parquet",
                "options": storage}]
-    expected = prepare(DataSettings(sources=local, target="category"), _paths(tmp_path / "a"))
+    expected = prepare(DataSettings(sources=local, target="category"),
+                       PreparedPaths.under(tmp_path / "a"))
     got = prepare(DataSettings(sources=remote, target="category", engine=engine),
-                  _paths(tmp_path / "b"))
+                  PreparedPaths.under(tmp_path / "b"))
     for key in ("rows", "splits", "quarantine_reasons", "joins", "pii", "fingerprint"):
         assert got[key] == expected[key], key

@@ -18,16 +18,13 @@ import hypothesis
 import pandas as pd
 import pytest
 
-from components.common import tracking
 from components.common.settings import Settings
 from components.data.prepare import prepare
 from components.data.prepared import PreparedPaths
-from components.evaluation.evaluate import evaluate_bundle
 from components.registry.aliases import promote, rollback
-from components.registry.register import register
 from components.serving.deploy import prediction_log_dir, start_endpoint, stop_endpoint
 from components.training.model import load_bundle
-from tests.component.test_register_gate import _bundle
+from tests.component.test_register_gate import register_pair
 from tests.conftest import free_port, scenario_sources
 
 pytestmark = pytest.mark.slow
@@ -49,17 +46,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
                         data={"sources": scenario_sources(scenario), "target": "category"},
                         serving={"port": free_port(), "reload_interval_s": 0.5,
                                  "max_request_bytes": 200_000, "max_batch_size": 16})
-    prepared = root / "prepared"
-    report = prepare(settings.data, PreparedPaths(
-        prepared / "train.pq", prepared / "val.pq", prepared / "test.pq", prepared / "q.pq",
-        prepared / "transform", prepared / "report"))
-    test = pd.read_parquet(prepared / "test.pq")
-    parent = tracking.start_parent_run(settings, "serve-run")
-    bundles = {}
-    for name, epochs in (("good", 15), ("untrained", 0)):  # v1 champion, v2 held
-        bundle = bundles[name] = _bundle(root / name, prepared, epochs=epochs)
-        metrics = evaluate_bundle(load_bundle(bundle), test, root / f"{name}-eval")
-        register(settings, bundle, test, metrics, parent, "serve-run", report["fingerprint"])
+    made = register_pair(settings, root, "serve-run")  # v1 champion, v2 held
+    test, bundles = made["test"], made["bundles"]
+    assert isinstance(test, pd.DataFrame) and isinstance(bundles, dict)
     mp = pytest.MonkeyPatch()
     mp.setenv("MLCYCLE_API_TOKEN", TOKEN)
     try:
@@ -252,9 +241,7 @@ def _traffic(served: dict[str, Any], root: Path, drift: str) -> None:
     generate(root / drift, rows=2500, seed=3, drift=drift)  # the served scenario's customers
     out = root / f"{drift}-prepared"
     prepare(Settings(data={"sources": scenario_sources(root / drift),
-                           "target": "category"}).data,
-            PreparedPaths(out / "train.pq", out / "val.pq", out / "test.pq", out / "q.pq",
-                          out / "transform", out / "report"))
+                           "target": "category"}).data, PreparedPaths.under(out))
     frame = pd.concat([pd.read_parquet(out / f"{s}.pq") for s in ("train", "val", "test")])
     rows = json.loads(frame[list(served["rows"][0])].to_json(orient="records",
                                                              date_format="iso"))
