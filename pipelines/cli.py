@@ -137,7 +137,7 @@ def compile(
     """Write every pipeline as IR YAML, ready to upload in the Kubeflow UI."""
     from kfp import compiler
 
-    from pipelines.lifecycle import PIPELINES
+    from pipelines.retrain import PIPELINES
 
     params: dict[str, Any] = {}
     if config is not None:

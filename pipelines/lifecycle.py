@@ -1,6 +1,6 @@
 """The lifecycle as one KFP pipeline: data to a served, drift-checked champion."""
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from kfp import dsl
 
@@ -24,15 +24,9 @@ class LifecycleOutputs(NamedTuple):
     drift: str
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description="Prepare, featurize, tune, train, evaluate, "
-              "register, deploy and drift-check a model from raw multi-source data.")
-def lifecycle(config_json: str) -> LifecycleOutputs:
-    """Run every stage once.
-
-    Args:
-        config_json: The resolved mlcycle settings as JSON (``mlcycle config show``).
-    """
-    run = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
+def train_and_register(config_json: str, run: str) -> dict[str, Any]:
+    """Prepare, featurize, tune, train, evaluate and register (gated): the steps the
+    lifecycle and retraining share. Returns their tasks by stage."""
     data = prepare_data(config_json=config_json, pipeline_run=run)
     parent = data.outputs["mlflow_run_id"]
     splits = {"train": data.outputs["train"], "val": data.outputs["val"],
@@ -47,15 +41,26 @@ def lifecycle(config_json: str) -> LifecycleOutputs:
     registered = register_model(config_json=config_json, mlflow_run_id=parent,
                                 pipeline_run=run, fingerprint=data.outputs["fingerprint"],
                                 metrics_json=evaluated.outputs["Output"],
-                                model=trained.outputs["model"], test=data.outputs["test"])
+                                model=trained.outputs["model"], train=data.outputs["train"],
+                                val=data.outputs["val"], test=data.outputs["test"])
+    return {"data": data, "tuned": tuned, "evaluated": evaluated, "registered": registered}
+
+
+@dsl.pipeline(name=PIPELINE_NAME, description="Prepare, featurize, tune, train, evaluate, "
+              "register, deploy and drift-check a model from raw multi-source data.")
+def lifecycle(config_json: str) -> LifecycleOutputs:
+    """Run every stage once.
+
+    Args:
+        config_json: The resolved mlcycle settings as JSON (``mlcycle config show``).
+    """
+    tasks = train_and_register(config_json, dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+    data, registered = tasks["data"], tasks["registered"]
     deployed = deploy_model(config_json=config_json, model_json=registered.output)
-    drift = check_drift(config_json=config_json, mlflow_run_id=parent,
+    drift = check_drift(config_json=config_json, mlflow_run_id=data.outputs["mlflow_run_id"],
                         reference=data.outputs["train"], current=data.outputs["test"],
                         transform=data.outputs["transform"])
-    return LifecycleOutputs(rows=data.outputs["rows"], tuning=tuned.output,
-                            metrics=evaluated.outputs["Output"], model=registered.output,
-                            endpoint=deployed.output, drift=drift.outputs["Output"])
-
-
-PIPELINES = {"lifecycle": lifecycle}
-"""Every pipeline ``mlcycle compile`` writes."""
+    return LifecycleOutputs(rows=data.outputs["rows"], tuning=tasks["tuned"].output,
+                            metrics=tasks["evaluated"].outputs["Output"],
+                            model=registered.output, endpoint=deployed.output,
+                            drift=drift.outputs["Output"])

@@ -19,10 +19,12 @@ from typing import Any
 
 from components.common.errors import USER_ERROR_MARKER, UserError
 from components.common.settings import Settings
-from pipelines.lifecycle import PIPELINE_NAME, lifecycle
+from pipelines.retrain import PIPELINES
 
 STAGES = ("prepare-data", "featurize-data", "tune-model", "train-model", "evaluate-model",
           "register-model", "deploy-model", "check-drift")
+PIPELINE_STAGES = {"lifecycle": STAGES, "retrain": STAGES[:6]}
+"""Each pipeline's tasks, in the order they run."""
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"Executing task '([\w-]+)'")
 _END = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
@@ -66,15 +68,16 @@ class RunResult:
     log: Path
 
 
-def run_local(settings: Settings, on_event: StageEvent | None = None) -> RunResult:
-    """Run the lifecycle with ``kfp.local.SubprocessRunner(use_venv=False)``."""
+def run_local(settings: Settings, on_event: StageEvent | None = None,
+              pipeline: str = "lifecycle") -> RunResult:
+    """Run a pipeline (``PIPELINES``) with ``kfp.local.SubprocessRunner(use_venv=False)``."""
     from kfp import local
 
     workdir = settings.workdir.resolve()
     pipeline_root = workdir / "runs"
     pipeline_root.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    log_path = workdir / "logs" / f"run-{stamp}.log"
+    log_path = workdir / "logs" / f"{'run' if pipeline == 'lifecycle' else pipeline}-{stamp}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     status: dict[str, str] = {}
 
@@ -91,9 +94,9 @@ def run_local(settings: Settings, on_event: StageEvent | None = None) -> RunResu
             warnings.filterwarnings("ignore", message="You may be attemping to run a task")
             local.init(runner=local.SubprocessRunner(use_venv=False),
                        pipeline_root=str(pipeline_root), raise_on_error=False)
-            task = lifecycle(config_json=settings.to_json())
+            task = PIPELINES[pipeline](config_json=settings.to_json())
         outputs = dict(task.outputs) if task is not None else {}
-    run_dir = _run_dir(pipeline_root, started)
+    run_dir = _run_dir(pipeline_root, PIPELINES[pipeline].name, started)
     failed = next((s for s, st in status.items() if st != "SUCCESS" and st != "running"), None)
     if failed is None and not outputs:
         failed = next((s for s, st in status.items() if st == "running"), "pipeline")
@@ -101,8 +104,8 @@ def run_local(settings: Settings, on_event: StageEvent | None = None) -> RunResu
     return RunResult(summary=summary, log=log_path)
 
 
-def _run_dir(pipeline_root: Path, since: float) -> Path | None:
-    runs = [p for p in pipeline_root.glob(f"{PIPELINE_NAME}-*")
+def _run_dir(pipeline_root: Path, name: str, since: float) -> Path | None:
+    runs = [p for p in pipeline_root.glob(f"{name}-*")
             if p.is_dir() and p.stat().st_mtime >= since - 1]
     return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
 

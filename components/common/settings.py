@@ -272,9 +272,6 @@ class ServingSettings(_Strict):
     max_latency_ms: int = Field(default=2000, ge=1, description="Adaptive batching: the "
                                 "longest a request may wait for its batch; BentoML answers "
                                 "503 (overloaded) rather than wait longer.")
-    threads: int = Field(default=32, ge=1, description="Requests the public service works "
-                         "on at once (BentoML runs a sync API on one thread by default, "
-                         "which leaves nothing to batch).")
     max_rows: int = Field(default=10_000, ge=1, description="Most rows one request may send.")
     max_request_bytes: int = Field(default=10_000_000, ge=1_000, description="Larger "
                                    "request bodies get 413.")
@@ -293,6 +290,20 @@ class Webhook(_Strict):
     format: Literal["alertmanager", "slack"] = Field(
         default="alertmanager", description="Payload: Alertmanager's webhook (version 4) "
         "or a Slack incoming webhook's (`text` and `blocks`).")
+
+
+class LabelSettings(_Strict):
+    """Where the true labels of served rows arrive, later than the predictions."""
+
+    source: Source = Field(description="Any source `prepare_data` reads (a file, http(s), "
+                           "s3://, SQL) with the request id and the true label.")
+    request_id: str = Field(default="request_id", description="Column with the request id "
+                            "the endpoint returned (its `x-request-id`).")
+    position: str | None = Field(default="position", description="Column with the row's "
+                                 "place in its request (0 first); unset when every request "
+                                 "sends one row.")
+    target: str | None = Field(default=None, description="Column with the true label; "
+                               "`data.target` when unset.")
 
 
 class MonitoringSettings(_Strict):
@@ -316,6 +327,36 @@ class MonitoringSettings(_Strict):
                       "`/metrics` and `/healthz`.")
     webhooks: list[Webhook] = Field(default_factory=list, description="Where alerts go: "
                                     "Alertmanager-compatible or Slack-compatible webhooks.")
+    labels: LabelSettings | None = Field(default=None, description="Delayed labels: "
+                                        "with them a check also scores the served model.")
+    max_accuracy_drop: float = Field(default=0.05, gt=0, lt=1, description="Accuracy on "
+                                     "labeled traffic this far below the version's holdout "
+                                     "accuracy is a performance drop.")
+    min_labeled_rows: int = Field(default=50, ge=1, description="Fewest labeled rows a "
+                                  "performance check scores.")
+
+
+class RetrainSettings(_Strict):
+    """The trigger that turns an alert into a retraining run, and its brakes."""
+
+    tune: dict[str, Any] = Field(
+        default_factory=lambda: {"num_samples": 2, "time_limit_s": 300},
+        description="`tune` settings that replace the run's own for a retraining run "
+        "(a smaller search: the model family is known).")
+    cooldown_s: float = Field(default=3600.0, ge=0, description="Least time between two "
+                              "retraining runs.")
+    max_runs_per_day: int = Field(default=3, ge=0, description="Retraining runs a day at "
+                                  "most (UTC); 0 turns the trigger off.")
+    port: int = Field(default=9109, ge=1, le=65535, description="`mlcycle trigger`'s "
+                      "`/alerts` (an Alertmanager webhook receiver), `/status` and `/healthz`.")
+    kfp_host: str | None = Field(default=None, description="Kubeflow Pipelines API to "
+                                 "submit retraining runs to; run locally when unset.")
+
+    @field_validator("tune")
+    @classmethod
+    def _tune_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        TuneSettings(**value)  # unknown keys and bad values fail here, at load
+        return value
 
 
 class RaySettings(_Strict):
@@ -345,6 +386,7 @@ class Settings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
 
     @classmethod
@@ -391,7 +433,7 @@ class Settings(BaseSettings):
         """
         data = self.model_dump(mode="json")
         data["workdir"] = str(self.workdir.resolve())
-        for source in [*data["data"]["sources"], *data["monitoring"]["current"]]:
+        for source in _all_sources(data):
             source["uri"] = _absolute_uri(source["uri"])
         if data["data"]["contract"]:
             data["data"]["contract"] = str(Path(data["data"]["contract"]).resolve())
@@ -402,7 +444,7 @@ class Settings(BaseSettings):
     def redacted(self) -> dict[str, Any]:
         """The settings with passwords in source URIs masked, for MLflow and reports."""
         data = json.loads(self.to_json())
-        for source in [*data["data"]["sources"], *data["monitoring"]["current"]]:
+        for source in _all_sources(data):
             source["uri"] = _URI_PASSWORD.sub(r"\1***@", source["uri"])
         return dict(data)
 
@@ -418,6 +460,13 @@ _YAML_FILE: ContextVar[Path | None] = ContextVar("mlcycle_yaml_file", default=No
 """The YAML file ``load_settings`` is reading: pydantic-settings' source for it."""
 
 _URI_PASSWORD = re.compile(r"(://[^/:@]+:)[^/@]+@")
+
+
+def _all_sources(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every source in dumped settings: training, monitoring's current data and labels."""
+    labels = data["monitoring"]["labels"]
+    return [*data["data"]["sources"], *data["monitoring"]["current"],
+            *([labels["source"]] if labels else [])]
 
 
 def _absolute_uri(uri: str) -> str:

@@ -21,7 +21,9 @@ from components.common.settings import Webhook
 log = logging.getLogger(__name__)
 NEVER = "0001-01-01T00:00:00Z"  # Alertmanager's endsAt for a firing alert
 ALERT_NAMES = {"dataset_drift": "MlcycleDatasetDrift",
-               "prediction_drift": "MlcyclePredictionDrift"}
+               "prediction_drift": "MlcyclePredictionDrift",
+               "performance_drop": "MlcyclePerformanceDrop",
+               "retrain_refused": "MlcycleRetrainRefused"}
 
 
 @dataclass

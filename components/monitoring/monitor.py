@@ -1,6 +1,7 @@
 """One monitoring check: the prediction log's rows since the last check against the
 served version's own reference (stored with it at registration), for input drift and
-prediction drift; gauges for Prometheus, reports on disk and in MLflow, alerts.
+prediction drift, and (with delayed labels) the version's accuracy on real traffic;
+gauges for Prometheus, reports on disk and in MLflow, alerts.
 
 Where it stopped reading each log file is kept by inode, so a rotation (a rename) loses
 nothing and reads nothing twice.
@@ -21,6 +22,14 @@ from prometheus_client import CollectorRegistry, Gauge
 from components.common.settings import Settings
 from components.monitoring.alerts import Alert, AlertState, deliver, update
 from components.monitoring.drift import DriftResult, compute_drift, prediction_drift
+from components.monitoring.labels import (
+    LOG_GLOB,
+    join_labels,
+    log_frame,
+    read_labels,
+    read_log,
+)
+from components.monitoring.labels import performance as labeled_performance
 from components.serving.deploy import prediction_log_dir, read_endpoint
 
 log = logging.getLogger(__name__)
@@ -32,6 +41,8 @@ DRIFTED_COLUMNS = Gauge("mlcycle_drifted_columns", "Input columns drifted at the
                         _LABELS, registry=REGISTRY)
 PREDICTION_DRIFT = Gauge("mlcycle_prediction_drift", "1 when the predictions' class mix or "
                          "confidence drifted at the last check.", _LABELS, registry=REGISTRY)
+ACCURACY = Gauge("mlcycle_accuracy", "Accuracy on labeled traffic (delayed labels) at the "
+                 "last check.", _LABELS, registry=REGISTRY)
 LAST_CHECK = Gauge("mlcycle_last_check_timestamp_seconds", "When the last check compared "
                    "data.", _LABELS, registry=REGISTRY)
 
@@ -46,6 +57,7 @@ class Check:
     drift: dict[str, Any] | None = None
     prediction_drift: dict[str, Any] | None = None
     drifted: list[str] = field(default_factory=list)
+    performance: dict[str, Any] | None = None
     report: str | None = None
     alerts: list[dict[str, Any]] = field(default_factory=list)
     delivered: int = 0
@@ -67,7 +79,7 @@ class Monitor:
                                    if self._offsets_path.is_file() else {})
         entries: list[dict[str, Any]] = []
         after = dict(offsets)
-        files = sorted(self.log_dir.glob("predictions*.jsonl"), key=lambda p: p.stat().st_mtime)
+        files = sorted(self.log_dir.glob(LOG_GLOB), key=lambda p: p.stat().st_mtime)
         for path in files:
             inode = str(path.stat().st_ino)
             with path.open("rb") as fh:
@@ -76,15 +88,7 @@ class Monitor:
             complete = data[: data.rfind(b"\n") + 1]  # a line being written waits
             after[inode] = offsets.get(inode, 0) + len(complete)
             entries += [json.loads(line) for line in complete.splitlines() if line.strip()]
-        if not entries:
-            return pd.DataFrame(), after
-        frame = pd.DataFrame([e["row"] for e in entries])
-        frame["label"] = [e["label"] for e in entries]
-        frame["confidence"] = [max(e["probabilities"].values()) for e in entries]
-        frame["__model"] = [e["model"] for e in entries]
-        frame["__version"] = [str(e["version"]) for e in entries]
-        frame["__request_id"] = [e["request_id"] for e in entries]
-        return frame, after
+        return log_frame(entries), after
 
     def skip_logged(self) -> int:
         """Mark everything logged so far as read (start monitoring from now); returns the
@@ -121,16 +125,22 @@ class Monitor:
                                    current[["label", "confidence"]],
                                    html_path=reports / f"{stamp}-predictions.html")
         drifted = sorted(c for c, v in drift.columns.items() if v["drift"])
+        performance = self._performance(client, model, version)
         labels = (model, version)
         DRIFT_SHARE.labels(*labels).set(drift.drifted_share)
         DRIFTED_COLUMNS.labels(*labels).set(drift.drifted_columns)
         PREDICTION_DRIFT.labels(*labels).set(int(outputs.dataset_drift))
         LAST_CHECK.labels(*labels).set(now.timestamp())
+        if performance and performance["scored"]:
+            ACCURACY.labels(*labels).set(performance["accuracy"])
+        alarming = (drift.dataset_drift or outputs.dataset_drift
+                    or bool(performance and performance["dropped"]))
         result = Check(at=now.isoformat(timespec="seconds"),
-                       status="drift" if drift.dataset_drift or outputs.dataset_drift else "ok",
+                       status="drift" if alarming else "ok",
                        rows=len(current), model=model, version=version,
                        drift=drift.to_dict(), prediction_drift=outputs.to_dict(),
-                       drifted=drifted, report=str(reports / f"{stamp}-inputs.html"))
+                       drifted=drifted, performance=performance,
+                       report=str(reports / f"{stamp}-inputs.html"))
         (reports / f"{stamp}.json").write_text(json.dumps(asdict(result), indent=2,
                                                           default=str))
         self._alert(result, drift, outputs)
@@ -160,12 +170,41 @@ class Monitor:
                 action, str(check.report).replace("-inputs", "-predictions"),
                 check.at) if outputs.dataset_drift else None,
         }
+        performance = check.performance
+        if performance is not None and performance["scored"]:
+            conditions["performance_drop"] = Alert(
+                "performance_drop", "firing", model, version,
+                f"{model} v{version}: accuracy {performance['accuracy']:.3f} on labeled "
+                f"traffic, {performance['holdout_accuracy']:.3f} on its holdout",
+                f"{performance['rows']} labeled rows; drop {performance['drop']:.3f} > "
+                f"monitoring.max_accuracy_drop {monitoring.max_accuracy_drop:g}",
+                action, str(check.report), check.at) if performance["dropped"] else None
         state_path = self.folder / "alerts.json"
         state = AlertState.load(state_path)
         due = update(state, conditions, monitoring.consecutive_checks)
         check.alerts = [asdict(a) for a in due]
         check.delivered = deliver(due, monitoring.webhooks, external, state)
         state.save(state_path)
+
+    def _performance(self, client: Any, model: str, version: str) -> dict[str, Any] | None:
+        """The version's accuracy on every logged row whose true label has arrived, against
+        its own holdout accuracy; None without ``monitoring.labels``."""
+        monitoring = self.settings.monitoring
+        if monitoring.labels is None:
+            return None
+        logged = read_log(self.log_dir)
+        logged = logged[(logged["__model"] == model) & (logged["__version"] == version)]
+        joined = join_labels(logged, read_labels(monitoring.labels, self.settings.data.target))
+        run_id = client.get_model_version(model, version).run_id
+        holdout = client.get_run(run_id).data.metrics.get("test_accuracy") if run_id else None
+        if len(joined) < monitoring.min_labeled_rows or holdout is None:
+            return {"scored": False, "dropped": False, "rows": len(joined),
+                    "holdout_accuracy": holdout}
+        scores = labeled_performance(joined)
+        drop = holdout - scores["accuracy"]
+        return {"scored": True, "rows": len(joined), "accuracy": scores["accuracy"],
+                "f1_macro": scores["f1_macro"], "holdout_accuracy": holdout, "drop": drop,
+                "dropped": drop > monitoring.max_accuracy_drop}
 
     def _log_to_mlflow(self, client: Any, check: Check, reports: Path, stamp: str) -> None:
         """Under the run that registered the checked version."""

@@ -14,6 +14,8 @@ def register_model(
     fingerprint: str,
     metrics_json: str,
     model: Input[Model],
+    train: Input[Dataset],
+    val: Input[Dataset],
     test: Input[Dataset],
 ) -> str:
     """Register a version as ``challenger``; move ``champion`` to it when it wins on the holdout.
@@ -25,6 +27,9 @@ def register_model(
         fingerprint: The training data's fingerprint, tagged on the version.
         metrics_json: The challenger's holdout metrics from evaluate_model.
         model: The trained model bundle.
+        train: The training split, whose location is tagged on the version (retraining
+            starts from it).
+        val: The validation split, tagged likewise.
         test: The holdout both challenger and champion are scored on.
 
     Returns:
@@ -42,5 +47,6 @@ def register_model(
     with reported():
         registered = register(Settings.from_json(config_json), Path(model.path),
                               pd.read_parquet(test.path), json.loads(metrics_json),
-                              mlflow_run_id, pipeline_run, fingerprint)
+                              mlflow_run_id, pipeline_run, fingerprint,
+                              {"train": train.uri, "val": val.uri, "test": test.uri})
     return to_json(registered)

@@ -63,6 +63,8 @@ def requirements() -> list[str]:
 
 
 REFERENCE_TAG = "mlcycle.reference"
+DATA_TAG = "mlcycle.data"
+"""The prepared splits a version was trained and scored on: retraining starts from them."""
 REFERENCE_ROWS = 5000
 
 
@@ -166,6 +168,7 @@ def register(
     parent_run_id: str,
     pipeline_run: str,
     data_fingerprint: str,
+    data_uris: dict[str, str] | None = None,
 ) -> Registered:
     """Log the pyfunc model, register a version, tag lineage, gate, move aliases."""
     import mlflow
@@ -188,6 +191,7 @@ def register(
         "mlcycle.pipeline_run": pipeline_run,
         "mlcycle.config_hash": settings.config_hash(),
         "mlcycle.git_commit": tracking.git_commit(),
+        **({DATA_TAG: json.dumps(data_uris)} if data_uris else {}),
     }
     with mlflow.start_run(run_id=parent_run_id):
         mlflow.log_metrics({f"test_{k}": float(v) for k, v in metrics.items()

@@ -1,6 +1,7 @@
 """The prediction log: every request's rows (PII masked, as prepare masks) and outputs,
-with time, request id and model version, as JSON lines that rotate by size. Monitoring
-reads it as current data and joins delayed labels by request id."""
+with time, request id, the row's place in its request and model version, as JSON lines
+that rotate by size. Monitoring reads it as current data and joins delayed labels by
+request id and place."""
 
 from __future__ import annotations
 
@@ -29,10 +30,11 @@ class PredictionLog:
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         masked = _masked(rows)
         lines = "".join(
-            json.dumps({"time": now, "request_id": request_id, "model": model,
-                        "version": p["version"], "row": r, "label": p["label"],
-                        "probabilities": p["probabilities"]}, default=str) + "\n"
-            for r, p in zip(masked, predictions, strict=True))
+            json.dumps({"time": now, "request_id": request_id, "position": i,
+                        "model": model, "version": p["version"], "row": r,
+                        "label": p["label"], "probabilities": p["probabilities"]},
+                       default=str) + "\n"
+            for i, (r, p) in enumerate(zip(masked, predictions, strict=True)))
         with self.lock:
             path = self.folder / CURRENT
             if path.is_file() and path.stat().st_size + len(lines) > self.max_bytes:

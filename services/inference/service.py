@@ -231,7 +231,7 @@ class Classifier:
     async def _infer(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """All rows of one request from one version: rows split over batches can straddle a
         hot swap, and then the request is asked again (a swap is rare; two in a row rarer)."""
-        model = self.model.to_async  # type: ignore[attr-defined]  # BentoML's dependency
+        model = self.model.to_async
         infer = model.infer if len(records) <= SETTINGS.max_batch_size else model.infer_many
         for _ in range(3):
             try:

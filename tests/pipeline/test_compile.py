@@ -5,8 +5,8 @@ from pathlib import Path
 import yaml
 
 from components.common.settings import IMAGE
-from pipelines.lifecycle import PIPELINES
-from pipelines.runner import STAGES
+from pipelines.retrain import PIPELINES
+from pipelines.runner import PIPELINE_STAGES, STAGES
 
 
 def test_every_pipeline_compiles_via_the_cli(tmp_path: Path) -> None:
@@ -17,6 +17,9 @@ def test_every_pipeline_compiles_via_the_cli(tmp_path: Path) -> None:
     spec = yaml.safe_load((out / "lifecycle.yaml").read_text())
     assert set(spec["root"]["dag"]["tasks"]) == set(STAGES)
     assert "featurize-data" in STAGES
+    retrain = yaml.safe_load((out / "retrain.yaml").read_text())
+    assert set(retrain["root"]["dag"]["tasks"]) == set(PIPELINE_STAGES["retrain"])
+    assert "deploy-model" not in PIPELINE_STAGES["retrain"]  # the endpoint reloads itself
     executors = spec["deploymentSpec"]["executors"].values()
     assert {e["container"]["image"] for e in executors} == {IMAGE}
     commands = " ".join(" ".join(e["container"]["command"]) for e in executors)

@@ -1,0 +1,36 @@
+"""Retraining as its own KFP pipeline: the lifecycle's training half on the data a
+retraining plan wrote (the champion's splits plus labeled production rows). It deploys
+nothing: the endpoint follows ``@champion`` and reloads a promoted version itself."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+
+from pipelines.lifecycle import lifecycle, train_and_register
+
+RETRAIN_NAME = "mlcycle-retrain"
+
+
+class RetrainOutputs(NamedTuple):
+    rows: str
+    tuning: str
+    metrics: str
+    model: str
+
+
+@dsl.pipeline(name=RETRAIN_NAME, description="Retrain on the champion's data plus labeled "
+              "production rows, and register the result behind the promotion gate.")
+def retrain(config_json: str) -> RetrainOutputs:
+    """Prepare, featurize, tune, train, evaluate and register (gated).
+
+    Args:
+        config_json: The retraining run's resolved settings (``mlcycle retrain --plan``).
+    """
+    tasks = train_and_register(config_json, dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+    return RetrainOutputs(rows=tasks["data"].outputs["rows"], tuning=tasks["tuned"].output,
+                          metrics=tasks["evaluated"].outputs["Output"],
+                          model=tasks["registered"].output)
+
+
+PIPELINES = {"lifecycle": lifecycle, "retrain": retrain}
+"""Every pipeline ``mlcycle compile`` writes."""
