@@ -6,8 +6,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +18,9 @@ from rich.table import Table
 from components.common.errors import UserError
 from components.common.settings import ServingSettings, Settings, load_settings
 
+if TYPE_CHECKING:
+    from pipelines.runner import StageEvent
+
 DEFAULT_CONFIG = Path("examples/support_tickets.yaml")
 
 app = typer.Typer(help="mlcycle: raw data to a monitored endpoint, as one KFP pipeline.",
@@ -25,9 +29,11 @@ data_app = typer.Typer(help="Scenario data.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect settings.", no_args_is_help=True)
 models_app = typer.Typer(help="Registered models: list versions, promote, roll back.",
                          no_args_is_help=True)
+demo_app = typer.Typer(help="Demonstrations on generated data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
+app.add_typer(demo_app, name="demo")
 console = Console()
 err = Console(stderr=True)
 
@@ -75,10 +81,21 @@ def run(
         raise _fail(str(exc)) from None
     from pipelines.runner import STAGES
 
+    result = _with_progress(STAGES, lambda on_event: run_local(settings, on_event))
+    summary = result.summary
+    write_summary(summary, summary_json, settings.workdir / "last_run.json")
+    _print_summary(summary)
+    if summary["status"] != "ok":
+        raise _fail(f"{summary['error']} (stage {summary['failed_stage']}, log {result.log})",
+                    code=1)
+
+
+def _with_progress(stages: tuple[str, ...], work: Callable[[StageEvent], Any]) -> Any:
+    """Run ``work`` with a progress bar per pipeline stage; returns what it returns."""
     with Progress(SpinnerColumn(), TextColumn("{task.description:<16}"), BarColumn(),
                   TextColumn("{task.fields[state]}"), TimeElapsedColumn(),
                   console=console) as progress:
-        tasks = {s: progress.add_task(s, total=1, start=False, state="waiting") for s in STAGES}
+        tasks = {s: progress.add_task(s, total=1, start=False, state="waiting") for s in stages}
 
         def on_event(stage: str, state: str) -> None:
             task = tasks.get(stage)
@@ -92,13 +109,7 @@ def run(
                                 else f"[red]{state.lower()}")
                 progress.stop_task(task)
 
-        result = run_local(settings, on_event)
-    summary = result.summary
-    write_summary(summary, summary_json, settings.workdir / "last_run.json")
-    _print_summary(summary)
-    if summary["status"] != "ok":
-        raise _fail(f"{summary['error']} (stage {summary['failed_stage']}, log {result.log})",
-                    code=1)
+        return work(on_event)
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -389,6 +400,89 @@ def _print_check(check: Any, settings: Settings) -> None:
         f"predictions {'drifted' if outputs.get('dataset_drift') else 'stable'}; "
         f"{len(check.alerts)} alert(s), {check.delivered} delivered; report {check.report}",
         highlight=False, soft_wrap=True)
+
+
+@app.command()
+def retrain(
+    config: ConfigOpt = None,
+    reason: Annotated[str, typer.Option(help="Why, for the run's record.")] = "by hand",
+    plan: Annotated[bool, typer.Option(
+        "--plan", help="Write the retraining data and print its settings; run nothing.")] = False,
+) -> None:
+    """Retrain the champion on its own data plus the served rows whose labels arrived
+    (monitoring.labels), and register the result behind the promotion gate."""
+    from pipelines.retraining import plan_retrain, run_retrain
+    from pipelines.runner import PIPELINE_STAGES, write_summary
+
+    try:
+        settings = _settings(config)
+        if plan:
+            planned = plan_retrain(settings)
+            console.print(f"{planned.table}: {planned.base_rows} rows of v{planned.champion}'s "
+                          f"data + {planned.labeled_rows} labeled production rows",
+                          highlight=False)
+            console.print_json(planned.settings.to_json())
+            return
+        summary = _with_progress(PIPELINE_STAGES["retrain"],
+                                 lambda on_event: run_retrain(settings, reason, on_event))
+    except UserError as exc:
+        raise _fail(str(exc)) from None
+    write_summary(summary, settings.workdir / "retrain" / "last.json")
+    if summary["status"] == "submitted":
+        console.print(f"submitted to {summary['kfp_host']}: run {summary['kfp_run_id']}")
+        return
+    console.print(f"retraining data: {summary['rows']['champion_data']} rows of "
+                  f"v{summary['champion_before']}'s data + "
+                  f"{summary['rows']['labeled_production']} labeled production rows",
+                  highlight=False)
+    _print_summary(summary)
+    if summary["status"] != "ok":
+        raise _fail(f"{summary['error']} (stage {summary['failed_stage']})", code=1)
+
+
+@app.command()
+def trigger(config: ConfigOpt = None) -> None:
+    """Receive alerts (Alertmanager webhooks on retrain.port /alerts) and retrain on a
+    drift or performance alert, one run at a time, within cooldown and daily cap."""
+    import threading
+
+    from pipelines.retraining import run_retrain
+    from pipelines.trigger import Trigger, serve_trigger
+
+    try:
+        settings = _settings(config)
+    except UserError as exc:
+        raise _fail(str(exc)) from None
+    host, port = settings.serving.host, settings.retrain.port
+    console.print(f"listening on http://{host}:{port}/alerts (status on /status; Ctrl-C "
+                  "stops); point monitoring.webhooks there", highlight=False)
+    try:
+        serve_trigger(Trigger(settings, lambda reason: run_retrain(settings, reason)),
+                      host, port, threading.Event())
+    except KeyboardInterrupt:
+        return
+
+
+@demo_app.command("drift")
+def demo_drift_command(
+    workdir: Annotated[Path, typer.Option(help="The demo's folder goes under it.")] = Path(
+        ".mlcycle"),
+    port: Annotated[int, typer.Option(help="The demo endpoint's port (the next free one "
+                                           "above when taken).")] = 3100,
+) -> None:
+    """Train and serve, launch a product that drifts the traffic, and watch the loop
+    alert, retrain, promote and reload; writes a timeline plot."""
+    from pipelines.demo import demo_drift
+
+    started = time.time()
+    summary = demo_drift(workdir, port, on_step=lambda text: console.print(
+        f"[{time.time() - started:5.0f} s] {text}", highlight=False))
+    for name, acc in summary["accuracy_after_launch"].items():
+        if acc["rows"]:
+            console.print(f"after the launch, {name} answered {acc['rows']} rows at accuracy "
+                          f"{acc['accuracy']:.3f}", highlight=False)
+    console.print(f"promoted: {summary['promoted']}; timeline {summary['plot']}; "
+                  f"{summary['duration_s']:.0f} s", highlight=False)
 
 
 NameOpt = Annotated[str | None, typer.Option(

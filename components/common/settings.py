@@ -334,6 +334,9 @@ class MonitoringSettings(_Strict):
                                      "accuracy is a performance drop.")
     min_labeled_rows: int = Field(default=50, ge=1, description="Fewest labeled rows a "
                                   "performance check scores.")
+    labeled_window: int = Field(default=1000, ge=1, description="A performance check "
+                                "scores the version's latest this many labeled rows, so an "
+                                "old good stretch does not hide a new bad one.")
 
 
 class RetrainSettings(_Strict):

@@ -187,14 +187,16 @@ class Monitor:
         state.save(state_path)
 
     def _performance(self, client: Any, model: str, version: str) -> dict[str, Any] | None:
-        """The version's accuracy on every logged row whose true label has arrived, against
-        its own holdout accuracy; None without ``monitoring.labels``."""
+        """The version's accuracy on its latest logged rows whose true labels have arrived
+        (``monitoring.labeled_window``), against its own holdout accuracy; None without
+        ``monitoring.labels``."""
         monitoring = self.settings.monitoring
         if monitoring.labels is None:
             return None
         logged = read_log(self.log_dir)
         logged = logged[(logged["__model"] == model) & (logged["__version"] == version)]
         joined = join_labels(logged, read_labels(monitoring.labels, self.settings.data.target))
+        joined = joined.sort_values("__time", kind="stable").tail(monitoring.labeled_window)
         run_id = client.get_model_version(model, version).run_id
         holdout = client.get_run(run_id).data.metrics.get("test_accuracy") if run_id else None
         if len(joined) < monitoring.min_labeled_rows or holdout is None:

@@ -17,7 +17,8 @@ from services.inference.predlog import PredictionLog
 def _log(folder: Path) -> None:
     log = PredictionLog(folder, max_bytes=600)  # small: the log rotates under the test
     for request, labels in (("r1", ["a", "b"]), ("r2", ["a"]), ("r3", ["b", "b", "a"])):
-        rows = [{"x": float(i), "note": "write to jane.doe@example.com"} for i in range(len(labels))]
+        rows = [{"x": float(i), "note": "write to jane.doe@example.com"}
+                for i in range(len(labels))]
         log.write(request, "m", rows, [{"label": lab, "version": "1",
                                         "probabilities": {"a": 0.6, "b": 0.4}}
                                        for lab in labels])
