@@ -94,7 +94,15 @@ def main() -> None:
              and set(DRIFTED) <= set(full["drifted"]) and set(DRIFTED) <= set(sampled["drifted"]))
     print(f"sampled/full: time {ratios['time']}x, peak memory {ratios['peak_memory']}x; "
           f"verdicts agree and planted columns found: {agree}")
-    record = {"bench": "drift", "date": date.today().isoformat(), "rows": args.rows,
+    import os
+    import platform
+
+    record = {"bench": "drift.py", "date": date.today().isoformat(),
+              "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
+                                       text=True, cwd=ROOT).stdout.strip(),
+              "machine": f"{os.cpu_count()} cores, {platform.machine()}, CPU",
+              "command": " ".join(["python", "bench/drift.py", *sys.argv[1:]]),
+              "rows": args.rows,
               "columns": NUMERIC + CATEGORICAL, "planted": DRIFTED,
               "sample_rows": args.sample_rows, "full": full, "sampled": sampled,
               "ratios": ratios, "agree": agree}

@@ -420,7 +420,7 @@ def retrain(
             planned = plan_retrain(settings)
             console.print(f"{planned.table}: {planned.base_rows} rows of v{planned.champion}'s "
                           f"data + {planned.labeled_rows} labeled production rows",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
             console.print_json(planned.settings.to_json())
             return
         summary = _with_progress(PIPELINE_STAGES["retrain"],

@@ -89,7 +89,7 @@ def test_a_worse_retrained_model_is_held_and_alerted(demo: dict[str, Any],
     assert summary["model"]["alias"] == "challenger"
     assert "<=" in summary["gate"]
     client = mlflow.MlflowClient(settings.tracking_uri)
-    assert client.get_model_version_by_alias(settings.model_name, "champion").version == "2"
+    assert str(client.get_model_version_by_alias(settings.model_name, "champion").version) == "2"
     refused = [a for body in _Receiver.got for a in body["alerts"]]
     assert [a["labels"]["alertname"] for a in refused] == ["MlcycleRetrainRefused"]
     assert refused[0]["labels"]["version"] == summary["model"]["version"]

@@ -60,3 +60,33 @@ def test_drift_share_threshold_is_respected() -> None:
     current = table(1500, 2, cats=("c",))
     assert not compute_drift(table(1500, 1), current, SCHEMA, drift_share=0.5).dataset_drift
     assert compute_drift(table(1500, 1), current, SCHEMA, drift_share=0.25).dataset_drift
+
+
+@pytest.mark.slow
+def test_a_sampled_check_agrees_with_the_full_one_on_1m_rows() -> None:
+    """``monitoring.sample_rows`` (100,000) against all 1M rows a side: the same verdict,
+    the same drifted columns, and each column's score close to the full one."""
+    rng = np.random.default_rng(5)
+    rows, levels = 1_000_000, np.array(list("abcdefgh"))
+    mixed = np.array([0.3, 0.2, 0.1, 0.1, 0.1, 0.1, 0.05, 0.05])
+
+    def table(drift: bool) -> pd.DataFrame:
+        return pd.DataFrame({
+            "shifted": rng.normal(0.5 if drift else 0.0, 1.0, rows),
+            "steady": rng.gamma(2.0, 3.0, rows),
+            "remixed": pd.Categorical(rng.choice(levels, rows, p=mixed if drift else None)),
+            "stable": pd.Categorical(rng.choice(levels, rows)),
+        })
+
+    reference, current = table(False), table(True)
+    schema = FeatureSchema(target="", task="classification", classes=[],
+                           numeric=["shifted", "steady"], categorical=["remixed", "stable"])
+    full = compute_drift(reference, current, schema, drift_share=0.5)
+    sampled = compute_drift(reference, current, schema, drift_share=0.5, sample_rows=100_000)
+    assert sampled.sampled and not full.sampled
+    assert sampled.dataset_drift == full.dataset_drift is True
+    flagged = {c for c, v in sampled.columns.items() if v["drift"]}
+    assert flagged == {c for c, v in full.columns.items() if v["drift"]} == {"shifted",
+                                                                             "remixed"}
+    for col, verdict in full.columns.items():
+        assert sampled.columns[col]["score"] == pytest.approx(verdict["score"], abs=0.02), col
