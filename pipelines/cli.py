@@ -465,24 +465,46 @@ def trigger(config: ConfigOpt = None) -> None:
 
 @demo_app.command("drift")
 def demo_drift_command(
+    scenario: Annotated[str, typer.Option(help="The drift batch: covariate, new_product "
+                                          "or unit_change.")] = "new_product",
+    summary_json: Annotated[Path | None, typer.Option(
+        help="Also write the demo's summary as JSON here.")] = None,
     workdir: Annotated[Path, typer.Option(help="The demo's folder goes under it.")] = Path(
         ".mlcycle"),
     port: Annotated[int, typer.Option(help="The demo endpoint's port (the next free one "
                                            "above when taken).")] = 3100,
 ) -> None:
-    """Train and serve, launch a product that drifts the traffic, and watch the loop
-    alert, retrain, promote and reload; writes a timeline plot."""
+    """Train and serve, send drifted traffic with delayed labels, and watch the loop
+    alert, retrain, gate, promote and reload; prints the timeline, plots it."""
+    from components.data.generate import DRIFT_SCENARIOS
     from pipelines.demo import demo_drift
+    from pipelines.runner import write_summary
 
+    if scenario not in DRIFT_SCENARIOS or scenario == "none":
+        raise _fail("--scenario must be one of "
+                    f"{', '.join(d for d in DRIFT_SCENARIOS if d != 'none')}")
     started = time.time()
-    summary = demo_drift(workdir, port, on_step=lambda text: console.print(
-        f"[{time.time() - started:5.0f} s] {text}", highlight=False))
-    for name, acc in summary["accuracy_after_launch"].items():
-        if acc["rows"]:
-            console.print(f"after the launch, {name} answered {acc['rows']} rows at accuracy "
-                          f"{acc['accuracy']:.3f}", highlight=False)
-    console.print(f"promoted: {summary['promoted']}; timeline {summary['plot']}; "
-                  f"{summary['duration_s']:.0f} s", highlight=False)
+    try:
+        summary = demo_drift(workdir, port, scenario=scenario, on_step=lambda text: console.print(
+            f"[{time.time() - started:5.0f} s] {text}", highlight=False, soft_wrap=True))
+    except UserError as exc:
+        raise _fail(str(exc)) from None
+    write_summary(summary, summary_json)
+    before, after = summary["accuracy"]["before"], summary["accuracy"]["after"]
+    table = Table(title=f"mlcycle demo drift ({scenario}): {summary['duration_s']:.0f} s",
+                  show_header=False, title_justify="left")
+    table.add_row("drift", f"dataset {summary['drift']['dataset_drift']}, columns "
+                           f"{', '.join(summary['drift']['drifted_columns']) or 'none'}")
+    table.add_row("alerts", f"{', '.join(summary['alert']['fired']) or 'none'} "
+                            f"({summary['alert']['delivered']} delivered)")
+    table.add_row("retrain", f"v{summary['retrain']['version']}: {summary['gate']['reason']}")
+    table.add_row("promoted", str(summary["gate"]["promoted"]))
+    table.add_row("serving after", f"v{summary['serving_version_after']}")
+    table.add_row("accuracy", f"before v{before['version']} {before['accuracy']} "
+                              f"({before['rows']} rows), after v{after['version']} "
+                              f"{after['accuracy']} ({after['rows']} rows)")
+    table.add_row("timeline", summary["plot"])
+    console.print(table)
 
 
 NameOpt = Annotated[str | None, typer.Option(

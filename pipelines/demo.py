@@ -33,6 +33,8 @@ class Timeline:
     """What happened when: the served requests and the loop's events, for the plot."""
 
     started: float = field(default_factory=time.time)
+    steps: list[dict[str, Any]] = field(default_factory=list)  # t, step
+    phases: dict[str, float] = field(default_factory=dict)  # batch name -> when sent
     requests: list[dict[str, Any]] = field(default_factory=list)  # t, version, correct, rows
     events: list[dict[str, Any]] = field(default_factory=list)  # t, kind, text
 
@@ -67,7 +69,7 @@ def _sources(root: Path) -> list[dict[str, Any]]:
 
 
 def demo_drift(workdir: Path, port: int = 3100, rows: int = 3000,
-               on_step: Step = print) -> dict[str, Any]:
+               scenario: str = "new_product", on_step: Step = print) -> dict[str, Any]:
     """Run the loop; returns its summary (also ``summary.json`` and ``timeline.png``)."""
     import shutil
 
@@ -85,12 +87,17 @@ def demo_drift(workdir: Path, port: int = 3100, rows: int = 3000,
     trigger_port = pick_port("127.0.0.1", port + 100)
     settings = demo_settings(folder, port, trigger_port)
     timeline = Timeline()
-    on_step(f"generating the scenario ({rows} tickets) and two batches of traffic")
+
+    def step(text: str) -> None:
+        timeline.steps.append({"t": round(time.time() - timeline.started, 1), "step": text})
+        on_step(text)
+
+    step(f"generating the scenario ({rows} tickets) and three batches of traffic")
     generate(folder / "data" / "base", rows, seed=7)
     batches = {name: _batch(folder / "data" / name, settings, rows // 2, seed, drift)
-               for name, seed, drift in (("calm", 8, "none"), ("launch", 9, "new_product"),
-                                         ("after", 10, "new_product"))}
-    on_step("training and serving the champion (mlcycle run)")
+               for name, seed, drift in (("calm", 8, "none"), ("drifted", 9, scenario),
+                                         ("after", 10, scenario))}
+    step("training and serving the champion (the lifecycle pipeline)")
     first = run_local(settings).summary
     if first["status"] != "ok":
         raise RuntimeError(f"the first run failed: {first.get('error')}")
@@ -102,10 +109,13 @@ def demo_drift(workdir: Path, port: int = 3100, rows: int = 3000,
                      daemon=True).start()
     monitor = Monitor(settings)
     labels: list[pd.DataFrame] = []
-    checks = []
+    checks: list[dict[str, Any]] = []
+    run: dict[str, Any] = {}
+    served_after = str(first["model"]["version"])
     try:
-        for name in ("calm", "launch"):
-            on_step(f"sending {len(batches[name])} {name} rows; their labels follow")
+        for name in ("calm", "drifted"):
+            step(f"sending {len(batches[name])} {name} rows; their labels follow")
+            timeline.phases[name] = round(time.time() - timeline.started, 2)
             labels.append(_send(endpoint, batches[name], timeline, settings))
             pd.concat(labels).to_csv(folder / "labels.csv", index=False)
             check = monitor.check()
@@ -115,34 +125,37 @@ def demo_drift(workdir: Path, port: int = 3100, rows: int = 3000,
                            + (f"; accuracy {perf['accuracy']:.3f}" if perf.get("scored") else ""))
             for alert in check.alerts:
                 timeline.event("alert", alert["summary"])
-            on_step(f"monitor: {check.status}, drifted {check.drifted or 'none'}, "
-                    f"{len(check.alerts)} alert(s) to the trigger")
-        on_step("waiting for the retraining run the alert started")
-        deadline = time.time() + 1800
-        while trigger.thread is None and time.time() < deadline:
-            time.sleep(0.5)
-        timeline.event("retrain", "retraining started")
-        trigger.wait(1800)
-        run = trigger.state["runs"][-1] if trigger.state["runs"] else {}
-        timeline.event("retrain", f"retrained: v{(run.get('model') or {}).get('version')} "
-                       f"{(run.get('model') or {}).get('alias')}")
-        new_version = str((run.get("model") or {}).get("version"))
-        promoted = (run.get("model") or {}).get("alias") == "champion"
-        if promoted:
-            on_step(f"v{new_version} promoted; waiting for the endpoint to reload it")
-            _wait_for_version(endpoint, batches["after"].head(1), new_version, settings)
-            timeline.event("reload", f"endpoint serving v{new_version}")
-        on_step(f"sending {len(batches['after'])} more post-launch rows")
+            step(f"monitor: {check.status}, drifted {', '.join(check.drifted) or 'none'}; "
+                 f"{len(check.alerts)} alert(s), {check.delivered} delivered to the trigger")
+        if trigger.thread is not None:
+            step("retraining (the trigger started it on the alert)")
+            timeline.event("retrain", "retraining started")
+            trigger.wait()
+            run = trigger.state["runs"][-1]
+            model = run.get("model") or {}
+            timeline.event("retrain", f"retrained: v{model.get('version')} {model.get('alias')}")
+            step(f"retrained v{model.get('version')}: {run.get('status')}, "
+                 f"{model.get('alias')}; gate: {run.get('gate')}")
+            if model.get("alias") == "champion":
+                served_after = str(model["version"])
+                step(f"v{served_after} promoted; waiting for the endpoint to reload it")
+                _wait_for_version(endpoint, batches["after"].head(1), served_after, settings)
+                timeline.event("reload", f"endpoint serving v{served_after}")
+        else:
+            step("no alert asked for retraining")
+        step(f"sending {len(batches['after'])} more {scenario} rows")
+        timeline.phases["after"] = round(time.time() - timeline.started, 2)
         labels.append(_send(endpoint, batches["after"], timeline, settings))
         pd.concat(labels).to_csv(folder / "labels.csv", index=False)
     finally:
         stop.set()
         stop_endpoint(settings.workdir)
-    summary = _summarize(timeline, first, run, trigger.state, checks, promoted)
+    summary = _summarize(timeline, scenario, first, run, checks, served_after,
+                         trigger.state.get("decisions", []))
+    summary["plot"] = str(folder / "timeline.png")
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     (folder / "timeline.json").write_text(json.dumps(asdict(timeline), indent=2))
     plot_timeline(timeline, folder / "timeline.png")
-    summary["plot"] = str(folder / "timeline.png")
     return summary
 
 
@@ -232,27 +245,44 @@ def _wait_for_version(endpoint: str, row: pd.DataFrame, version: str, settings: 
     raise RuntimeError(f"the endpoint did not reload v{version} within {timeout:.0f}s")
 
 
-def _summarize(timeline: Timeline, first: dict[str, Any], run: dict[str, Any],
-               trigger_state: dict[str, Any], checks: list[dict[str, Any]],
-               promoted: bool) -> dict[str, Any]:
-    def accuracy(version: str, since: float = 0.0) -> dict[str, Any]:
-        chosen = [r for r in timeline.requests if str(r["version"]) == version
-                  and r["t"] >= since]
+def _summarize(timeline: Timeline, scenario: str, first: dict[str, Any],
+               run: dict[str, Any], checks: list[dict[str, Any]], served_after: str,
+               decisions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy before: the first champion on the drifted rows; after: whatever served the
+    rows sent after the loop (the retrained version when it was promoted)."""
+    def accuracy(version: str, since: float, until: float = float("inf")) -> dict[str, Any]:
+        chosen = [r for r in timeline.requests
+                  if str(r["version"]) == version and since <= r["t"] < until]
         rows = sum(r["rows"] for r in chosen)
-        return {"rows": rows, "accuracy": round(sum(r["correct"] for r in chosen) / rows, 3)
-                if rows else None}
+        return {"version": version, "rows": rows,
+                "accuracy": round(sum(r["correct"] for r in chosen) / rows, 3) if rows else None}
 
-    launch = next((e["t"] for e in timeline.events if e["kind"] == "check"), 0.0)
     v1 = str(first["model"]["version"])
-    v2 = str((run.get("model") or {}).get("version"))
-    return {"first": {"version": v1, "holdout": first["metrics"]},
-            "checks": [{k: c.get(k) for k in ("status", "drifted", "performance", "alerts")}
-                       for c in checks],
-            "trigger": trigger_state.get("decisions", []),
-            "retrain": run, "promoted": promoted,
-            "accuracy_after_launch": {f"v{v1}": accuracy(v1, launch),
-                                      f"v{v2}": accuracy(v2, launch)},
-            "events": timeline.events, "duration_s": round(time.time() - timeline.started, 1)}
+    drift_check = checks[-1] if checks else {}
+    model = run.get("model") or {}
+    return {
+        "scenario": scenario,
+        "first": {"version": v1, "holdout": first["metrics"]},
+        "drift": {"dataset_drift": bool((drift_check.get("drift") or {}).get("dataset_drift")),
+                  "drifted_columns": drift_check.get("drifted", []),
+                  "prediction_drift": bool((drift_check.get("prediction_drift") or {})
+                                           .get("dataset_drift")),
+                  "performance": drift_check.get("performance")},
+        "checks": [{k: c.get(k) for k in ("at", "status", "rows", "drifted", "performance",
+                                          "alerts", "delivered", "report")} for c in checks],
+        "alert": {"delivered": sum(c.get("delivered", 0) for c in checks),
+                  "fired": [a["condition"] for c in checks for a in c.get("alerts", [])]},
+        "trigger": decisions,
+        "retrain": {"version": model.get("version"), "status": run.get("status"),
+                    "error": run.get("error")},
+        "gate": {"promoted": model.get("alias") == "champion", "reason": run.get("gate")},
+        "serving_version_after": served_after,
+        "accuracy": {"before": accuracy(v1, timeline.phases["drifted"],
+                                        timeline.phases["after"]),
+                     "after": accuracy(served_after, timeline.phases["after"])},
+        "steps": timeline.steps, "events": timeline.events,
+        "duration_s": round(time.time() - timeline.started, 1),
+    }
 
 
 def plot_timeline(timeline: Timeline, path: Path, window: int = 10) -> None:
@@ -279,7 +309,7 @@ def plot_timeline(timeline: Timeline, path: Path, window: int = 10) -> None:
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("seconds since the demo started")
     ax.set_ylabel(f"accuracy (last {window} requests)")
-    ax.set_title("mlcycle demo drift: launch, alert, retrain, promotion, reload")
+    ax.set_title("mlcycle demo drift: drift, alert, retrain, promotion, reload")
     ax.legend(loc="upper right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

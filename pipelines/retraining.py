@@ -117,14 +117,21 @@ def run_retrain(settings: Settings, reason: str,
 
 
 def _submit(settings: Settings, host: str) -> dict[str, Any]:
-    """Submit to Kubeflow Pipelines; the run's progress is in its UI."""
+    """Submit the compiled ``retrain`` pipeline to Kubeflow Pipelines; the run's progress
+    is in its UI."""
+    import tempfile
+
     import kfp
+    from kfp import compiler
 
     from pipelines.retrain import retrain
 
-    run = kfp.Client(host=host).create_run_from_pipeline_func(
-        retrain, arguments={"config_json": settings.to_json()},
-        experiment_name=settings.registry.experiment)
+    with tempfile.TemporaryDirectory() as tmp:
+        package = str(Path(tmp) / "retrain.yaml")
+        compiler.Compiler().compile(retrain, package)
+        run = kfp.Client(host=host).create_run_from_pipeline_package(
+            package, arguments={"config_json": settings.to_json()},
+            experiment_name=settings.registry.experiment)
     return {"status": "submitted", "kfp_run_id": run.run_id, "kfp_host": host}
 
 

@@ -24,26 +24,29 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     root = tmp_path_factory.mktemp("loop")
     summary = demo_drift(root, port=free_port(), rows=2000, on_step=lambda text: None)
-    summary["root"] = root
-    return summary
+    return {**summary, "root": root}
 
 
 def test_drift_alerts_retrains_promotes_and_recovers(demo: dict[str, Any]) -> None:
-    calm, launch = demo["checks"]
+    calm, drifted = demo["checks"]
     assert calm["status"] == "ok" and not calm["alerts"]
     assert calm["performance"]["scored"] and not calm["performance"]["dropped"]
-    assert launch["status"] == "drift"
-    assert {"product", "body"} <= set(launch["drifted"])
-    fired = {a["condition"] for a in launch["alerts"]}
-    assert "performance_drop" in fired, launch
+    assert drifted["status"] == "drift"
+    assert {"product", "body"} <= set(drifted["drifted"])
+    fired = {a["condition"] for a in drifted["alerts"]}
+    assert "performance_drop" in fired, drifted
+    assert demo["alert"]["delivered"] >= 1  # to the trigger, by webhook
     decisions = [d["decision"] for d in demo["trigger"]]
     assert decisions.count("started") == 1, decisions  # one run for the incident
     assert demo["retrain"]["status"] == "ok", demo["retrain"]
-    assert demo["promoted"] and demo["retrain"]["model"]["version"] == "2"
-    after = demo["accuracy_after_launch"]
-    assert after["v2"]["rows"] >= 500  # served by the reloaded version, no restart
-    assert after["v2"]["accuracy"] >= after["v1"]["accuracy"] + 0.05, after
-    assert (Path(demo["plot"])).stat().st_size > 10_000
+    assert demo["gate"]["promoted"] and demo["retrain"]["version"] == "2"
+    assert demo["serving_version_after"] == "2"  # reloaded, no restart
+    before, after = demo["accuracy"]["before"], demo["accuracy"]["after"]
+    assert before["version"] == "1" and after["version"] == "2"
+    assert after["rows"] >= 500 and before["rows"] >= 500
+    assert after["accuracy"] >= before["accuracy"] + 0.05, demo["accuracy"]
+    assert [s["step"].split()[0] for s in demo["steps"]][:2] == ["generating", "training"]
+    assert Path(demo["plot"]).stat().st_size > 10_000
 
 
 class _Receiver(BaseHTTPRequestHandler):
