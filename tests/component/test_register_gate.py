@@ -26,10 +26,11 @@ pytestmark = pytest.mark.slow
 
 
 class _Artifact:
-    """Stands in for KFP's Input[Model]/Input[Dataset]: the component only reads ``.path``."""
+    """Stands in for KFP's Input[Model]/Input[Dataset]: the component reads ``.path``, and
+    ``.uri`` for lineage (the same place under kfp.local)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = str(path)
+        self.path = self.uri = str(path)
 
 
 def _bundle(out: Path, prepared: Path, epochs: int) -> Path:
@@ -117,7 +118,8 @@ def _register(ws: dict[str, object], bundle: Path) -> dict[str, object]:
     out = register_model.python_func(
         config_json=settings.to_json(), mlflow_run_id=str(ws["parent"]), pipeline_run="gate-run",
         fingerprint=str(ws["fingerprint"]), metrics_json=json.dumps(metrics),
-        model=_Artifact(bundle), test=_Artifact(prepared / "test.pq"))
+        model=_Artifact(bundle), train=_Artifact(prepared / "train.pq"),
+        val=_Artifact(prepared / "val.pq"), test=_Artifact(prepared / "test.pq"))
     return dict(json.loads(out))
 
 
@@ -140,6 +142,9 @@ def test_champion_moves_only_when_the_challenger_wins(workspace: dict[str, objec
     assert tie["champion_score"] == pytest.approx(worse["champion_score"])
     version = client.get_model_version("gate-test", "3")
     assert version.tags["mlcycle.data_fingerprint"] == workspace["fingerprint"]
+    prepared = Path(str(workspace["prepared"]))  # where a retrain of this version starts
+    assert json.loads(version.tags["mlcycle.data"]) == {
+        split: str(prepared / f"{split}.pq") for split in ("train", "val", "test")}
     assert version.tags["mlcycle.gate"] == "held"
     assert json.loads(version.tags["mlcycle.gate_reasons"]) == tie["reasons"]
     assert tie["reasons"][0].startswith("f1_macro") and "<= champion v1" in tie["reason"]
@@ -267,7 +272,8 @@ def test_a_champion_of_another_target_is_not_gated_against(workspace: dict[str, 
         register_model.python_func(
             config_json=settings.to_json(), mlflow_run_id=str(workspace["parent"]),
             pipeline_run="gate-run", fingerprint="other", metrics_json='{"f1_macro": 1.0}',
-            model=_Artifact(other), test=_Artifact(prepared / "test.pq"))
+            model=_Artifact(other), train=_Artifact(prepared / "train.pq"),
+            val=_Artifact(prepared / "val.pq"), test=_Artifact(prepared / "test.pq"))
     assert len(client.search_model_versions("name='gate-test'")) == before
     assert client.get_model_version_by_alias("gate-test", "champion").version == champion
     latest = client.get_model_version("gate-test", str(before))
