@@ -7,6 +7,7 @@ registered model, so the endpoint featurizes raw rows exactly as training did.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -23,7 +24,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 from components.common.settings import DataSettings
 from components.data.privacy import mask_texts
 
-_ID_HINTS = ("id", "uuid", "key")
+_ID_WORDS = frozenset({"id", "ids", "uuid", "uuids", "guid", "key", "keys"})
 INFER_ROWS = 20_000
 
 
@@ -109,8 +110,7 @@ def _infer_role(col: str, values: pd.Series) -> str:
         return "datetime"
     unique_ratio = non_null.nunique() / n
     is_numeric = pd.api.types.is_numeric_dtype(values) or _numeric_share(values) >= 0.95
-    name = col.lower()
-    id_like_name = any(name == h or name.endswith(("_" + h, h + "s")) for h in _ID_HINTS)
+    id_like_name = _last_word(col) in _ID_WORDS
     if id_like_name and (unique_ratio > 0.5 or not is_numeric):
         return "drop:identifier"
     if is_numeric:
@@ -126,6 +126,13 @@ def _infer_role(col: str, values: pd.Series) -> str:
     if unique_ratio > 0.95 and n > 50:
         return "drop:identifier"
     return "categorical"
+
+
+def _last_word(name: str) -> str:
+    """The name's last word, however it is written (``customer_id``, ``CustomerID``,
+    ``Individual ID``, ``userIds``), so that ``flavanoids`` is not read as ids."""
+    words = re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+", name)
+    return words[-1].lower() if words else ""
 
 
 def to_numeric(frame: pd.DataFrame) -> np.ndarray:

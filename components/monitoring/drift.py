@@ -25,17 +25,21 @@ class DriftResult:
         return asdict(self)
 
 
-def inferred_schema(frame: pd.DataFrame) -> FeatureSchema:
-    """Column roles read off the data, as ``prepare_data`` reads them; ids are skipped."""
+def inferred_schema(frame: pd.DataFrame) -> tuple[FeatureSchema, dict[str, str]]:
+    """Column roles read off the data, as ``prepare_data`` reads them, and the columns left
+    out with why: ids, constants, empty columns, and dates (which move by nature)."""
     from components.data.features import _infer_role
 
     sample = frame.sample(min(len(frame), 5000), random_state=0)
     schema = FeatureSchema(target="", task="classification", classes=[])
+    skipped = {}
     for col in frame.columns:
         role = _infer_role(str(col), sample[col])
         if role in ("numeric", "categorical", "text"):
             getattr(schema, role).append(col)
-    return schema
+        else:
+            skipped[str(col)] = role.removeprefix("drop:")
+    return schema, skipped
 
 
 def compute_drift(reference: pd.DataFrame, current: pd.DataFrame,
@@ -43,12 +47,21 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame,
                   html_path: Path | None = None, sample_rows: int | None = None) -> DriftResult:
     """Per-column drift tests on the model's inputs (text by a domain classifier, all
     offline); the dataset drifts when at least ``drift_share`` of its columns do
-    (Evidently's rule). Without a schema, roles are inferred from the reference. Each
-    side is sampled down to ``sample_rows`` (seeded) when larger."""
-    schema = schema or inferred_schema(reference)
+    (Evidently's rule). Without a schema, roles are inferred from the reference and the
+    columns left out are in ``skipped``. Each side is sampled down to ``sample_rows``
+    (seeded) when larger."""
+    for name, frame in (("reference", reference), ("current", current)):
+        if frame.empty:
+            raise ValueError(f"the {name} table has no rows: nothing to compare")
+    skipped: dict[str, str] = {}
+    if schema is None:
+        schema, skipped = inferred_schema(reference)
     roles = {"numeric": [c for c in schema.numeric if c in current.columns],
              "categorical": [c for c in schema.categorical if c in current.columns],
              "text": [c for c in schema.text if c in current.columns]}
+    skipped.update({str(c): "not in the current table" for c in
+                    [*schema.numeric, *schema.categorical, *schema.text]
+                    if c not in current.columns})
     if not any(roles.values()):
         raise ValueError("no input columns to compare")
     sampled = False
@@ -57,6 +70,7 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame,
         reference, current = (f.sample(sample_rows, random_state=0) if len(f) > sample_rows
                               else f for f in (reference, current))
     result = _with_text_fallback(reference, current, roles, drift_share, html_path)
+    result.skipped = {**skipped, **result.skipped}
     result.sampled = sampled
     return result
 
@@ -95,7 +109,9 @@ def _run(reference: pd.DataFrame, current: pd.DataFrame, roles: dict[str, list[s
     def as_dataset(frame: pd.DataFrame) -> Any:
         frame = frame[columns].copy()
         for col in roles["numeric"]:
-            frame[col] = pd.to_numeric(frame[col], errors="coerce")
+            # float64 throughout: a nullable Int64 beside a float makes an object matrix,
+            # on which Evidently's correlation step fails
+            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
         for col in roles["categorical"]:
             frame[col] = frame[col].astype("string").str.strip().str.lower()
         for col in roles["text"]:

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import jsonschema
 import numpy as np
 import pandas as pd
+import pytest
 
 from components.common.settings import Webhook
 from components.monitoring.alerts import (
@@ -93,6 +94,35 @@ def test_a_failed_delivery_is_sent_again_later() -> None:
         assert len(_Receiver.got) == 2 and _Receiver.got[1]["status"] == "firing"
     finally:
         server.shutdown()
+
+
+def test_drift_takes_the_column_types_a_user_s_export_has() -> None:
+    """Nullable integers beside floats, decimals, categoricals, nullable booleans and
+    strings are compared; dates, constants, empty columns and ids are reported skipped."""
+    from decimal import Decimal
+
+    rng = np.random.default_rng(1)
+    n = 600
+    frame = pd.DataFrame({
+        "visits": pd.array(rng.integers(0, 5, n), dtype="Int64"),
+        "spend": rng.normal(0, 1, n),
+        "price": [Decimal(str(x)) for x in rng.uniform(1, 9, n).round(2)],
+        "plan": pd.Categorical(rng.choice(["a", "b", "c"], n)),
+        "active": pd.array(rng.random(n) > 0.5, dtype="boolean"),
+        "region": pd.array(rng.choice(["north", None, "south"], n), dtype="string"),
+        "seen": pd.date_range("2026-01-01", periods=n, freq="h", tz="UTC"),
+        "source": "web", "empty": np.nan, "order_id": np.arange(n)})
+    frame.loc[::7, "visits"] = pd.NA
+    current = frame.iloc[300:].copy()
+    current["spend"] += 1.0
+    result = compute_drift(frame.iloc[:300], current.drop(columns=["region"]))
+    assert set(result.columns) == {"visits", "spend", "price", "plan", "active"}
+    assert result.columns["spend"]["drift"] and not result.columns["plan"]["drift"]
+    assert result.skipped == {"seen": "datetime", "source": "constant",
+                              "empty": "all values missing", "order_id": "identifier",
+                              "region": "not in the current table"}
+    with pytest.raises(ValueError, match="current table has no rows"):
+        compute_drift(frame, frame.iloc[:0])
 
 
 def test_drift_without_a_schema_infers_roles_and_samples() -> None:

@@ -193,6 +193,23 @@ def test_true_false_with_gaps_is_categorical_however_it_was_read() -> None:
     assert schema.categorical == ["nullable", "objects"] and schema.numeric == ["x"]
 
 
+def test_an_id_is_read_off_the_name_s_last_word() -> None:
+    """``CustomerID`` and ``Individual ID`` are ids; wine's ``flavanoids`` is a measure."""
+    from components.data.features import infer_schema
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"CustomerID": [f"C{i}" for i in range(120)],
+                          "Individual ID": [f"N{i // 2}A{i % 2}" for i in range(120)],
+                          "userIds": rng.integers(0, 10**9, 120),
+                          "flavanoids": rng.normal(2, 1, 120).round(2),
+                          "y": ["a", "b"] * 60})
+    schema = infer_schema(frame, DataSettings(sources=[{"name": "d", "uri": "d.csv"}],
+                                              target="y"), ["a", "b"])
+    assert schema.numeric == ["flavanoids"]
+    assert schema.dropped == dict.fromkeys(["CustomerID", "Individual ID", "userIds"],
+                                           "identifier")
+
+
 def test_rare_classes_are_quarantined_with_a_reason(tmp_path: Path) -> None:
     frame = pd.DataFrame({"x": range(63), "y": ["a"] * 30 + ["b"] * 30 + ["c"] * 3})
     frame.to_csv(tmp_path / "d.csv", index=False)
