@@ -148,16 +148,19 @@ def compile(
     """Write every pipeline as IR YAML, ready to upload in the Kubeflow UI."""
     from kfp import compiler
 
-    from pipelines.retrain import PIPELINES
+    from pipelines.retrain import pipelines
 
     params: dict[str, Any] = {}
+    cluster = None
     if config is not None:
         try:
-            params["config_json"] = load_settings(config).to_json()
+            settings = load_settings(config)
+            params["config_json"] = settings.to_cluster_json()
         except UserError as exc:
             raise _fail(str(exc)) from None
+        cluster = settings.cluster
     out.mkdir(parents=True, exist_ok=True)
-    for name, pipeline in PIPELINES.items():
+    for name, pipeline in pipelines(cluster).items():
         path = out / f"{name}.yaml"
         compiler.Compiler().compile(pipeline, str(path), pipeline_parameters=params or None)
         console.print(f"wrote {path}")
@@ -438,6 +441,28 @@ def retrain(
     _print_summary(summary)
     if summary["status"] != "ok":
         raise _fail(f"{summary['error']} (stage {summary['failed_stage']})", code=1)
+
+
+@app.command("submit")
+def submit_run(
+    host: Annotated[str, typer.Option(help="The Kubeflow Pipelines API, e.g. "
+                                      "http://ml-pipeline-ui.kubeflow (or a port-forward).")],
+    config: ConfigOpt = None,
+    experiment: Annotated[str | None, typer.Option(
+        help="The Kubeflow experiment; registry.experiment when unset.")] = None,
+    pipeline: Annotated[str, typer.Option(help="lifecycle or retrain.")] = "lifecycle",
+) -> None:
+    """Run a pipeline on Kubeflow Pipelines, compiled with the config's cluster settings."""
+    from pipelines.retrain import PIPELINES
+    from pipelines.runner import submit
+
+    if pipeline not in PIPELINES:
+        raise _fail(f"--pipeline must be one of: {', '.join(PIPELINES)}")
+    try:
+        summary = submit(_settings(config), host, pipeline, experiment)
+    except UserError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"submitted {pipeline} to {summary['kfp_host']}: run {summary['kfp_run_id']}")
 
 
 @app.command()

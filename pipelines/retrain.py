@@ -2,11 +2,12 @@
 retraining plan wrote (the champion's splits plus labeled production rows). It deploys
 nothing: the endpoint follows ``@champion`` and reloads a promoted version itself."""
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from kfp import dsl
 
-from pipelines.lifecycle import lifecycle, train_and_register
+from components.common.settings import ClusterSettings
+from pipelines.lifecycle import make_lifecycle, train_and_register
 
 RETRAIN_NAME = "mlcycle-retrain"
 
@@ -18,19 +19,31 @@ class RetrainOutputs(NamedTuple):
     model: str
 
 
-@dsl.pipeline(name=RETRAIN_NAME, description="Retrain on the champion's data plus labeled "
-              "production rows, and register the result behind the promotion gate.")
-def retrain(config_json: str) -> RetrainOutputs:
-    """Prepare, featurize, tune, train, evaluate and register (gated).
+def make_retrain(cluster: ClusterSettings | None = None) -> Any:
+    """The retrain pipeline, its steps placed by ``cluster``."""
 
-    Args:
-        config_json: The retraining run's resolved settings (``mlcycle retrain --plan``).
-    """
-    tasks = train_and_register(config_json, dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
-    return RetrainOutputs(rows=tasks["data"].outputs["rows"], tuning=tasks["tuned"].output,
-                          metrics=tasks["evaluated"].outputs["Output"],
-                          model=tasks["registered"].output)
+    @dsl.pipeline(name=RETRAIN_NAME, description="Retrain on the champion's data plus "
+                  "labeled production rows, and register the result behind the promotion "
+                  "gate.")
+    def retrain(config_json: str) -> RetrainOutputs:
+        """Prepare, featurize, tune, train, evaluate and register (gated).
+
+        Args:
+            config_json: The retraining run's resolved settings (``mlcycle retrain --plan``).
+        """
+        tasks = train_and_register(config_json, dsl.PIPELINE_JOB_NAME_PLACEHOLDER, cluster)
+        return RetrainOutputs(rows=tasks["data"].outputs["rows"],
+                              tuning=tasks["tuned"].output,
+                              metrics=tasks["evaluated"].outputs["Output"],
+                              model=tasks["registered"].output)
+
+    return retrain
 
 
-PIPELINES = {"lifecycle": lifecycle, "retrain": retrain}
-"""Every pipeline ``mlcycle compile`` writes."""
+def pipelines(cluster: ClusterSettings | None = None) -> dict[str, Any]:
+    """Every pipeline ``mlcycle compile`` writes, placed by ``cluster``."""
+    return {"lifecycle": make_lifecycle(cluster), "retrain": make_retrain(cluster)}
+
+
+PIPELINES = pipelines()
+"""As kfp.local runs them."""

@@ -23,7 +23,7 @@ from components.monitoring.labels import TRUE_LABEL, join_labels, read_labels, r
 from components.registry.aliases import CHAMPION, alias_version
 from components.registry.register import DATA_TAG
 from components.serving.deploy import prediction_log_dir
-from pipelines.runner import StageEvent, run_local
+from pipelines.runner import StageEvent, run_local, submit
 
 
 @dataclass
@@ -107,32 +107,13 @@ def run_retrain(settings: Settings, reason: str,
     info = {"reason": reason, "champion_before": plan.champion, "table": str(plan.table),
             "rows": {"champion_data": plan.base_rows, "labeled_production": plan.labeled_rows}}
     if settings.retrain.kfp_host:
-        return {**info, **_submit(plan.settings, settings.retrain.kfp_host)}
+        return {**info, **submit(plan.settings, settings.retrain.kfp_host, "retrain")}
     result = run_local(plan.settings, on_event, pipeline="retrain")
     summary = {**info, **result.summary}
     model = summary.get("model") or {}
     if summary["status"] == "ok" and model.get("alias") != CHAMPION:
         _alert_refused(settings, summary)
     return summary
-
-
-def _submit(settings: Settings, host: str) -> dict[str, Any]:
-    """Submit the compiled ``retrain`` pipeline to Kubeflow Pipelines; the run's progress
-    is in its UI."""
-    import tempfile
-
-    import kfp
-    from kfp import compiler
-
-    from pipelines.retrain import retrain
-
-    with tempfile.TemporaryDirectory() as tmp:
-        package = str(Path(tmp) / "retrain.yaml")
-        compiler.Compiler().compile(retrain, package)
-        run = kfp.Client(host=host).create_run_from_pipeline_package(
-            package, arguments={"config_json": settings.to_json()},
-            experiment_name=settings.registry.experiment)
-    return {"status": "submitted", "kfp_run_id": run.run_id, "kfp_host": host}
 
 
 def _alert_refused(settings: Settings, summary: dict[str, Any]) -> None:

@@ -104,6 +104,38 @@ def run_local(settings: Settings, on_event: StageEvent | None = None,
     return RunResult(summary=summary, log=log_path)
 
 
+def submit(settings: Settings, host: str, pipeline: str = "lifecycle",
+           experiment: str | None = None) -> dict[str, Any]:
+    """Submit a pipeline, compiled with ``settings.cluster``, to Kubeflow Pipelines; its
+    progress is in the Kubeflow UI."""
+    import tempfile
+
+    import kfp
+    from kfp import compiler
+    from kfp_server_api.exceptions import ApiException
+    from urllib3.exceptions import MaxRetryError
+
+    from pipelines.retrain import pipelines
+
+    config_json = settings.to_cluster_json()
+    with tempfile.TemporaryDirectory() as tmp:
+        package = str(Path(tmp) / f"{pipeline}.yaml")
+        compiler.Compiler().compile(pipelines(settings.cluster)[pipeline], package)
+        try:
+            with warnings.catch_warnings():  # that the client needs KFP 2.0.0-beta.2 or later
+                warnings.simplefilter("ignore", FutureWarning)
+                client = kfp.Client(host=host)
+            run = client.create_run_from_pipeline_package(
+                package, arguments={"config_json": config_json},
+                experiment_name=experiment or settings.registry.experiment)
+        except (MaxRetryError, ApiException) as exc:  # unreachable, or refused: say which
+            reason = getattr(exc, "reason", None) or exc
+            raise UserError(f"Kubeflow Pipelines at {host}: {str(reason).splitlines()[0]}; "
+                            "check the host (its API, e.g. a port-forward of ml-pipeline-ui) "
+                            "and your access") from exc
+    return {"status": "submitted", "kfp_run_id": run.run_id, "kfp_host": host}
+
+
 def _run_dir(pipeline_root: Path, name: str, since: float) -> Path | None:
     runs = [p for p in pipeline_root.glob(f"{name}-*")
             if p.is_dir() and p.stat().st_mtime >= since - 1]

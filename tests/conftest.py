@@ -121,3 +121,43 @@ def prepared_scenario(scenario: Path, tmp_path_factory: pytest.TempPathFactory
     report = prepare(settings, PreparedPaths(out / "train.pq", out / "val.pq", out / "test.pq",
                                              out / "q.pq", out / "transform", out / "report"))
     return out, report
+
+
+@pytest.fixture
+def kfp_api() -> Iterator[tuple[str, dict[str, Any]]]:
+    """Kubeflow Pipelines' v2beta1 API on loopback, answering the four calls ``kfp.Client``
+    makes to submit a run (health, the experiment by name: none yet, a new experiment, the
+    run); yields its URL and what was posted, by kind."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    posted: dict[str, Any] = {}
+
+    class Api(BaseHTTPRequestHandler):
+        def _reply(self, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self._reply({})
+
+        def do_POST(self) -> None:
+            kind = self.path.split("?")[0].rsplit("/", 1)[-1]
+            posted[kind] = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            self._reply({"experiments": {"experiment_id": "e1"},
+                         "runs": {"run_id": "r1"}}[kind])
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", posted
+    finally:
+        server.shutdown()

@@ -373,6 +373,45 @@ class RaySettings(_Strict):
     )
 
 
+class Toleration(_Strict):
+    """A Kubernetes toleration, as a pod spec writes it."""
+
+    key: str | None = Field(default=None, description="The taint's key; any key when unset "
+                            "with `operator: Exists`.")
+    operator: Literal["Equal", "Exists"] = Field(default="Equal", description="`Equal` "
+                                                 "matches `value`; `Exists` any value.")
+    value: str | None = Field(default=None, description="The taint's value, for `Equal`.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="The taint's effect; every effect when unset.")
+
+
+class SecretEnv(_Strict):
+    """A Kubernetes Secret whose keys every step sees as environment variables."""
+
+    secret: str = Field(description="The Secret's name, in the pipeline's namespace.")
+    env: dict[str, str] = Field(min_length=1, description="Secret key to environment "
+                                "variable, e.g. `{password: PGPASSWORD}`; a source URI "
+                                "names one as `${PGPASSWORD}`.")
+
+
+class ClusterSettings(_Strict):
+    """Where the compiled pipeline's steps run on Kubernetes (`mlcycle compile`, `mlcycle
+    submit`, retraining on Kubeflow); kfp.local ignores it."""
+
+    accelerator_type: str | None = Field(default=None, description="The accelerator the "
+                                         "training and tuning steps ask for, e.g. "
+                                         "`nvidia.com/gpu`; none when unset.")
+    accelerator_limit: int = Field(default=1, ge=1, description="Accelerators per training "
+                                   "or tuning step.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels "
+                                          "the training and tuning steps must land on.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the "
+                                          "training and tuning steps tolerate (GPU nodes').")
+    secrets: list[SecretEnv] = Field(default_factory=list, description="Secrets every step "
+                                     "reads as environment variables: MLflow, object-store "
+                                     "and database credentials, never values in the config.")
+
+
 class Settings(BaseSettings):
     """Everything a run needs; only ``data.sources`` and ``data.target`` are required."""
 
@@ -391,6 +430,7 @@ class Settings(BaseSettings):
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -451,6 +491,20 @@ class Settings(BaseSettings):
             source["uri"] = _URI_PASSWORD.sub(r"\1***@", source["uri"])
         return dict(data)
 
+    def to_cluster_json(self) -> str:
+        """``to_json`` for a pipeline that leaves this machine (compiled IR, a Kubeflow run),
+        whose parameters anyone who can read the pipeline reads: a password written into a
+        URI is refused; ``${VAR}`` in its place is read from the step's environment."""
+        text = self.to_json()
+        for where, value in _strings(json.loads(text)):
+            for match in _URI_SECRET.finditer(value):
+                if not _ENV_REF.fullmatch(match.group(1)):
+                    raise UserError(
+                        f"{where} has a password in it, which would be stored in the "
+                        "pipeline: write ${VAR} in its place and give VAR from a Kubernetes "
+                        "Secret (cluster.secrets)")
+        return text
+
     def config_hash(self) -> str:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
@@ -463,6 +517,19 @@ _YAML_FILE: ContextVar[Path | None] = ContextVar("mlcycle_yaml_file", default=No
 """The YAML file ``load_settings`` is reading: pydantic-settings' source for it."""
 
 _URI_PASSWORD = re.compile(r"(://[^/:@]+:)[^/@]+@")
+
+
+_URI_SECRET = re.compile(r"://[^/:@\s]+:([^/@\s]+)@")
+_ENV_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+
+
+def _strings(data: Any, where: str = "") -> list[tuple[str, str]]:
+    """Every string in dumped settings, with its dotted place (``data.sources.0.uri``)."""
+    if isinstance(data, dict):
+        return [s for k, v in data.items() for s in _strings(v, f"{where}.{k}".lstrip("."))]
+    if isinstance(data, list):
+        return [s for i, v in enumerate(data) for s in _strings(v, f"{where}.{i}")]
+    return [(where, data)] if isinstance(data, str) else []
 
 
 def _all_sources(data: dict[str, Any]) -> list[dict[str, Any]]:

@@ -51,6 +51,7 @@ from components.data.privacy import (
 from components.data.sources import (
     SourceTable,
     csv_blocks,
+    expanded_uri,
     plain_dtypes,
     read_source,
     source_format,
@@ -122,7 +123,7 @@ def source_dataset(source: Source, work: Path) -> tuple[Any, SourceTable]:
         from pyarrow.fs import FSSpecHandler, PyFileSystem
 
         read_source(source, nrows=1)  # a missing or unreadable file fails with its name
-        fs, path = fsspec.core.url_to_fs(source.uri, **source.options.get("storage", {}))
+        fs, path = fsspec.core.url_to_fs(expanded_uri(source), **source.options.get("storage", {}))
         ds = ray.data.read_parquet(path, filesystem=PyFileSystem(FSSpecHandler(fs)))
         return ds, SourceTable(source.name, _first_rows(ds, PLAN_ROWS))
     out = work / "input" / _safe(source.name)

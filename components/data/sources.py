@@ -9,6 +9,7 @@ import codecs
 import contextlib
 import csv
 import io
+import os
 import re
 import warnings
 from collections.abc import Iterable, Iterator
@@ -58,10 +59,27 @@ def source_format(source: Source) -> str:
     )
 
 
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expanded_uri(source: Source) -> str:
+    """The URI with each ``${VAR}`` read from the environment, where a Secret puts a
+    password on a cluster; the settings (and every message) keep the reference."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise UserError(f"source {source.name!r}: environment variable {name} is not set "
+                            f"(its URI names ${{{name}}})")
+        return os.environ[name]
+
+    return _ENV_REF.sub(value, source.uri)
+
+
 @contextlib.contextmanager
 def _opened(source: Source) -> Iterator[Any]:
     """The source's bytes as a stream; a store's error is one line naming the source."""
-    uri = source.uri
+    uri = expanded_uri(source)
     if "://" not in uri and not Path(uri).is_file():
         raise UserError(f"source {source.name!r}: file not found: {uri}")
     try:
@@ -69,9 +87,10 @@ def _opened(source: Source) -> Iterator[Any]:
                          **source.options.get("storage", {})) as fh:
             yield fh
     except FileNotFoundError as exc:
-        raise UserError(f"source {source.name!r}: not found: {uri}") from exc
+        raise UserError(f"source {source.name!r}: not found: {source.uri}") from exc
     except _store_errors() as exc:  # unreachable, denied, no backend for the scheme
-        raise UserError(f"source {source.name!r}: cannot read {uri}: {_one_line(exc)}") from exc
+        raise UserError(
+            f"source {source.name!r}: cannot read {source.uri}: {_one_line(exc)}") from exc
 
 
 def _open_bytes(source: Source) -> bytes:
@@ -345,7 +364,7 @@ def _lines(data: bytes, numbers: set[int], encoding: str) -> list[str]:
 def _read_sql(source: Source, nrows: int | None) -> SourceTable:
     import sqlalchemy as sa
 
-    uri = source.uri
+    uri = expanded_uri(source)
     if uri.startswith("sqlite:///"):
         db_path = uri.removeprefix("sqlite:///").split("?", 1)[0]
         if db_path and not Path(db_path).is_file():

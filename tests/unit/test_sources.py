@@ -83,6 +83,21 @@ def test_sql_source_that_is_down(tmp_path: Path) -> None:
         read_source(src("postgresql://u:p@127.0.0.1:1/db", table="t"))
 
 
+def test_a_uri_reads_a_variable_from_the_environment(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """``${VAR}`` where a Secret puts a credential on a cluster; unset, one line names it."""
+    with sqlite3.connect(tmp_path / "d.db") as conn:
+        pd.DataFrame({"k": [1, 2]}).to_sql("t", conn, index=False)
+    pd.DataFrame({"k": [3], "y": ["a"]}).to_csv(tmp_path / "d.csv", index=False)
+    monkeypatch.setenv("MLCYCLE_TEST_DIR", str(tmp_path))
+    assert read_source(src("sqlite:///${MLCYCLE_TEST_DIR}/d.db", table="t")).frame["k"].tolist() \
+        == [1, 2]
+    assert read_source(src("${MLCYCLE_TEST_DIR}/d.csv")).frame["k"].tolist() == [3]
+    monkeypatch.delenv("MLCYCLE_TEST_DIR")
+    with pytest.raises(UserError, match=r"environment variable MLCYCLE_TEST_DIR is not set"):
+        read_source(src("${MLCYCLE_TEST_DIR}/d.csv"))
+
+
 def test_a_byte_order_mark_does_not_rename_the_first_column(tmp_path: Path) -> None:
     path = tmp_path / "bom.csv"
     path.write_bytes("\ufeffa,y\n1,x\n".encode())

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from components.common.settings import Settings
 from pipelines.trigger import Trigger
@@ -96,48 +95,17 @@ def test_a_failed_run_is_recorded_and_the_trigger_listens_on(tmp_path: Path) -> 
     trigger.wait(10)
 
 
-class _KfpApi(BaseHTTPRequestHandler):
-    """The four calls ``kfp.Client`` makes to submit a run, answered as KFP's v2beta1 API."""
-
-    posted: ClassVar[dict[str, dict[str, Any]]] = {}
-
-    def _reply(self, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:  # healthz, and the experiment looked up by name: none yet
-        self._reply({})
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        kind = self.path.split("?")[0].rsplit("/", 1)[-1]
-        self.posted[kind] = body
-        self._reply({"experiments": {"experiment_id": "e1"}, "runs": {"run_id": "r1"}}[kind])
-
-    def log_message(self, *args: Any) -> None:
-        return
-
-
 def test_a_retraining_on_a_cluster_is_submitted_to_kubeflow_with_its_settings(
-        tmp_path: Path) -> None:
+        tmp_path: Path, kfp_api: tuple[str, dict[str, Any]]) -> None:
     from pipelines.retrain import RETRAIN_NAME
-    from pipelines.retraining import _submit
+    from pipelines.runner import submit
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _KfpApi)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    host = f"http://127.0.0.1:{server.server_address[1]}"
+    host, posted = kfp_api
     settings = _settings(tmp_path, tune={"num_samples": 3})
-    try:
-        summary = _submit(settings, host)
-    finally:
-        server.shutdown()
+    summary = submit(settings, host, "retrain")
     assert summary == {"status": "submitted", "kfp_run_id": "r1", "kfp_host": host}
-    assert _KfpApi.posted["experiments"]["display_name"] == settings.registry.experiment
-    run = _KfpApi.posted["runs"]
+    assert posted["experiments"]["display_name"] == settings.registry.experiment
+    run = posted["runs"]
     assert run["experiment_id"] == "e1"
     assert run["pipeline_spec"]["pipelineInfo"]["name"] == RETRAIN_NAME
     config = run["runtime_config"]["parameters"]["config_json"]
