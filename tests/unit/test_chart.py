@@ -6,18 +6,22 @@ environment it sets names real settings, and its commands are real commands."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "mlcycle"
 VALUES = [None, *sorted((CHART / "ci").glob("*.yaml"))]
 KUBE_VERSION = "1.29.0"  # Chart.yaml's kubeVersion floor
-OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}  # CRDs of the Prometheus operator
+CRDS = [*(CHART / "charts" / "kuberay-operator" / "crds").glob("*.yaml"),
+        *(Path(__file__).resolve().parents[1] / "crds").glob("*.yaml")]
+"""KubeRay's (vendored with its chart) and the Prometheus operator's (vendored for tests)."""
 
 helm = pytest.importorskip("helm_python")
 
@@ -31,10 +35,35 @@ def _render(values_file: Path | None) -> list[dict[str, Any]]:
 
 
 def _pods(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    """Every pod spec: a Deployment's template or a bare Pod (the ``helm test`` hook)."""
-    return [(f"{o['kind']}/{o['metadata']['name']}",
-             o["spec"]["template"]["spec"] if o["kind"] == "Deployment" else o["spec"])
-            for o in objects if o["kind"] in ("Deployment", "Pod")]
+    """Every pod spec: a Deployment's template, a bare Pod (the ``helm test`` hook), and a
+    RayCluster's head and worker groups."""
+    pods = []
+    for o in objects:
+        name = f"{o['kind']}/{o['metadata']['name']}"
+        if o["kind"] == "Deployment":
+            pods.append((name, o["spec"]["template"]["spec"]))
+        elif o["kind"] == "Pod":
+            pods.append((name, o["spec"]))
+        elif o["kind"] == "RayCluster":
+            groups = [o["spec"]["headGroupSpec"], *o["spec"]["workerGroupSpecs"]]
+            pods += [(f"{name}/{g.get('groupName', 'head')}", g["template"]["spec"])
+                     for g in groups]
+    return pods
+
+
+@functools.cache
+def _crd_validators() -> dict[tuple[str, str], jsonschema.Draft7Validator]:
+    """(apiVersion, kind) to a validator of its ``spec``, for every served version; the
+    schemas' own patterns are Go's (``(?i)`` inside), so the schemas are not checked."""
+    validators = {}
+    for path in CRDS:
+        crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        for version in crd["spec"]["versions"]:
+            api = f"{crd['spec']['group']}/{version['name']}"
+            spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            validators[api, crd["spec"]["names"]["kind"]] = jsonschema.Draft7Validator(
+                _closed(spec))
+    return validators
 
 
 @pytest.mark.parametrize("values_file", VALUES, ids=lambda f: f.stem if f else "default")
@@ -48,18 +77,23 @@ def test_the_chart_lints_and_renders_valid_objects(values_file: Path | None) -> 
     objects = _render(values_file)
     assert {"Deployment", "Service", "ConfigMap", "PersistentVolumeClaim"} <= {
         o["kind"] for o in objects}
+    crds = _crd_validators()
     for obj in objects:
-        if obj["kind"] not in OPERATOR_KINDS:
+        validator = crds.get((obj["apiVersion"], obj["kind"]))
+        if validator is None:
             kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        else:  # a custom resource: its CRD's schema, unknown fields refused as the API does
+            validator.validate(obj["spec"])
 
 
 @pytest.mark.parametrize("values_file", VALUES, ids=lambda f: f.stem if f else "default")
 def test_every_pod_is_restricted_with_a_read_only_root(values_file: Path | None) -> None:
     for name, pod in _pods(_render(values_file)):
         security = pod["securityContext"]
-        assert security["runAsNonRoot"] is True and security["runAsUser"] != 0, name
+        assert security["runAsNonRoot"] is True and security.get("runAsUser") != 0, name
         assert security["seccompProfile"]["type"] == "RuntimeDefault", name
-        assert pod["automountServiceAccountToken"] is False, name
+        if "kuberay-operator" not in name:  # the operator alone talks to the API server
+            assert pod["automountServiceAccountToken"] is False, name
         assert not {"hostNetwork", "hostPID", "hostIPC"} & set(pod), name
         assert all("hostPath" not in v for v in pod.get("volumes", [])), name
         for container in pod["containers"]:
@@ -72,6 +106,39 @@ def test_every_pod_is_restricted_with_a_read_only_root(values_file: Path | None)
             for env in container.get("env", []):  # credentials only by reference
                 if any(w in env["name"].upper() for w in ("PASSWORD", "SECRET", "TOKEN")):
                     assert "valueFrom" in env and "value" not in env, (name, env)
+
+
+def _closed(schema: Any) -> Any:
+    """The schema with ``additionalProperties: false`` wherever it lists properties and
+    does not say otherwise: the API server prunes (or, strict, refuses) unknown fields,
+    which plain JSON Schema would let through."""
+    if isinstance(schema, dict):
+        out = {k: _closed(v) for k, v in schema.items()}
+        if "properties" in out and "additionalProperties" not in out and not out.get(
+                "x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+        return out
+    return [_closed(v) for v in schema] if isinstance(schema, list) else schema
+
+
+def test_the_ray_cluster_has_gpu_workers_token_auth_and_autoscaling() -> None:
+    objects = _render(CHART / "ci" / "gpu-values.yaml")
+    ray = next(o for o in objects if o["kind"] == "RayCluster")["spec"]
+    assert ray["authOptions"] == {"mode": "token"} and ray["enableInTreeAutoscaling"]
+    assert ray["headGroupSpec"]["serviceType"] == "ClusterIP"
+    gpu = next(g for g in ray["workerGroupSpecs"] if g["groupName"] == "gpu")
+    pod = gpu["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["containers"][0]["image"] == "ghcr.io/mlcycle/mlcycle-gpu:0.1.0"
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert (gpu["minReplicas"], gpu["maxReplicas"]) == (0, 4)
+    with pytest.raises(jsonschema.ValidationError):  # the check refuses what the API would
+        _crd_validators()["ray.io/v1", "RayCluster"].validate({**ray, "authOption": {}})
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    operator = yaml.safe_load((CHART / "charts" / "kuberay-operator" / "Chart.yaml")
+                              .read_text())
+    assert chart["dependencies"][0]["version"] == operator["version"]
 
 
 def test_production_values_turn_on_auth_scaling_and_the_operator_objects() -> None:
@@ -88,7 +155,7 @@ def test_production_values_turn_on_auth_scaling_and_the_operator_objects() -> No
     policies = [o for (kind, _), o in objects.items() if kind == "NetworkPolicy"]
     deny = next(p for p in policies if p["metadata"]["name"].endswith("default-deny"))
     assert "ingress" not in deny["spec"] and deny["spec"]["policyTypes"] == ["Ingress"]
-    assert len(policies) == 5  # the deny and one allow per part
+    assert len(policies) == 6  # the deny, one allow per part, and Ray's
 
 
 @pytest.mark.parametrize("values_file", VALUES, ids=lambda f: f.stem if f else "default")
@@ -108,7 +175,7 @@ def test_the_chart_speaks_mlcycle_s_settings_and_commands(
     commands = set()
     for name, pod in _pods(objects):
         for container in pod["containers"]:
-            if container["command"][0] != "mlcycle":
+            if container.get("command", [""])[0] != "mlcycle":
                 continue
             commands.add(container["command"][1])
             with monkeypatch.context() as env:

@@ -97,3 +97,18 @@ capabilities:
 - name: tmp
   mountPath: /tmp
 {{- end }}
+
+{{/* A Ray container's common part: writable /tmp only (Ray's session files), restricted. */}}
+{{- define "mlcycle.rayContainer" -}}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+env:
+  - name: HOME
+    value: /tmp
+  - name: RAY_USAGE_STATS_ENABLED
+    value: "0"
+securityContext:
+  {{- include "mlcycle.containerSecurityContext" . | nindent 2 }}
+volumeMounts:
+  - name: tmp
+    mountPath: /tmp
+{{- end }}
