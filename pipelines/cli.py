@@ -451,18 +451,27 @@ def submit_run(
     experiment: Annotated[str | None, typer.Option(
         help="The Kubeflow experiment; registry.experiment when unset.")] = None,
     pipeline: Annotated[str, typer.Option(help="lifecycle or retrain.")] = "lifecycle",
+    schedule: Annotated[str | None, typer.Option(
+        help="Run it on a schedule instead (a recurring run): Kubeflow's six-field cron, "
+        "seconds first, e.g. '0 0 3 * * 1'.")] = None,
 ) -> None:
-    """Run a pipeline on Kubeflow Pipelines, compiled with the config's cluster settings."""
+    """Run a pipeline on Kubeflow Pipelines, compiled with the config's cluster settings;
+    with --schedule, retrain on fresh data on a schedule, behind the same gate."""
     from pipelines.retrain import PIPELINES
     from pipelines.runner import submit
 
     if pipeline not in PIPELINES:
         raise _fail(f"--pipeline must be one of: {', '.join(PIPELINES)}")
     try:
-        summary = submit(_settings(config), host, pipeline, experiment)
+        summary = submit(_settings(config), host, pipeline, experiment, schedule)
     except UserError as exc:
         raise _fail(str(exc)) from None
-    console.print(f"submitted {pipeline} to {summary['kfp_host']}: run {summary['kfp_run_id']}")
+    if summary["status"] == "scheduled":
+        console.print(f"scheduled {pipeline} on {summary['kfp_host']} ({schedule}): "
+                      f"recurring run {summary['kfp_recurring_run_id']}")
+    else:
+        console.print(f"submitted {pipeline} to {summary['kfp_host']}: "
+                      f"run {summary['kfp_run_id']}")
 
 
 @app.command()

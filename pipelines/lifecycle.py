@@ -51,6 +51,9 @@ def train_and_register(config_json: str, run: str,
     """Prepare, featurize, tune, train, evaluate and register (gated): the steps the
     lifecycle and retraining share. Returns their tasks by stage."""
     data = prepare_data(config_json=config_json, pipeline_run=run)
+    # A source's URI stays while its rows change: KFP's cache, keyed on the parameters,
+    # would hand a later run the first run's data. The steps after it see new inputs.
+    data.set_caching_options(False)
     parent = data.outputs["mlflow_run_id"]
     splits = {"train": data.outputs["train"], "val": data.outputs["val"],
               "transform": data.outputs["transform"]}

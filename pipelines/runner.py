@@ -105,9 +105,10 @@ def run_local(settings: Settings, on_event: StageEvent | None = None,
 
 
 def submit(settings: Settings, host: str, pipeline: str = "lifecycle",
-           experiment: str | None = None) -> dict[str, Any]:
-    """Submit a pipeline, compiled with ``settings.cluster``, to Kubeflow Pipelines; its
-    progress is in the Kubeflow UI."""
+           experiment: str | None = None, schedule: str | None = None) -> dict[str, Any]:
+    """Submit a pipeline, compiled with ``settings.cluster``, to Kubeflow Pipelines: one
+    run, or with ``schedule`` (KFP's cron, seconds first) a recurring run. Caching is off:
+    the same settings read new data each time. Progress is in the Kubeflow UI."""
     import tempfile
 
     import kfp
@@ -117,7 +118,11 @@ def submit(settings: Settings, host: str, pipeline: str = "lifecycle",
 
     from pipelines.retrain import pipelines
 
+    if schedule is not None and len(schedule.split()) != 6:
+        raise UserError(f"schedule {schedule!r}: Kubeflow takes six cron fields, seconds "
+                        "first, e.g. '0 0 3 * * 1' for Mondays at 03:00")
     config_json = settings.to_cluster_json()
+    name = experiment or settings.registry.experiment
     with tempfile.TemporaryDirectory() as tmp:
         package = str(Path(tmp) / f"{pipeline}.yaml")
         compiler.Compiler().compile(pipelines(settings.cluster)[pipeline], package)
@@ -125,15 +130,24 @@ def submit(settings: Settings, host: str, pipeline: str = "lifecycle",
             with warnings.catch_warnings():  # that the client needs KFP 2.0.0-beta.2 or later
                 warnings.simplefilter("ignore", FutureWarning)
                 client = kfp.Client(host=host)
-            run = client.create_run_from_pipeline_package(
-                package, arguments={"config_json": config_json},
-                experiment_name=experiment or settings.registry.experiment)
+            if schedule is None:
+                run = client.create_run_from_pipeline_package(
+                    package, arguments={"config_json": config_json}, experiment_name=name,
+                    enable_caching=False)
+                return {"status": "submitted", "kfp_run_id": run.run_id, "kfp_host": host}
+            found = client.create_experiment(name)  # or the one of that name
+            recurring = client.create_recurring_run(
+                found.experiment_id, f"{settings.model_name}-{pipeline}",
+                cron_expression=schedule, pipeline_package_path=package,
+                params={"config_json": config_json}, max_concurrency=1, no_catchup=True,
+                enable_caching=False)
         except (MaxRetryError, ApiException) as exc:  # unreachable, or refused: say which
             reason = getattr(exc, "reason", None) or exc
             raise UserError(f"Kubeflow Pipelines at {host}: {str(reason).splitlines()[0]}; "
                             "check the host (its API, e.g. a port-forward of ml-pipeline-ui) "
                             "and your access") from exc
-    return {"status": "submitted", "kfp_run_id": run.run_id, "kfp_host": host}
+    return {"status": "scheduled", "kfp_recurring_run_id": recurring.recurring_run_id,
+            "schedule": schedule, "kfp_host": host}
 
 
 def _run_dir(pipeline_root: Path, name: str, since: float) -> Path | None:

@@ -125,9 +125,9 @@ def prepared_scenario(scenario: Path, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture
 def kfp_api() -> Iterator[tuple[str, dict[str, Any]]]:
-    """Kubeflow Pipelines' v2beta1 API on loopback, answering the four calls ``kfp.Client``
-    makes to submit a run (health, the experiment by name: none yet, a new experiment, the
-    run); yields its URL and what was posted, by kind."""
+    """Kubeflow Pipelines' v2beta1 API on loopback, answering the calls ``kfp.Client`` makes
+    to submit a run or a recurring run (health, the experiment by name: none yet, a new
+    experiment, the run); yields its URL and what was posted, by kind."""
     import json
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -149,8 +149,8 @@ def kfp_api() -> Iterator[tuple[str, dict[str, Any]]]:
         def do_POST(self) -> None:
             kind = self.path.split("?")[0].rsplit("/", 1)[-1]
             posted[kind] = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            self._reply({"experiments": {"experiment_id": "e1"},
-                         "runs": {"run_id": "r1"}}[kind])
+            self._reply({"experiments": {"experiment_id": "e1"}, "runs": {"run_id": "r1"},
+                         "recurringruns": {"recurring_run_id": "rr1"}}[kind])
 
         def log_message(self, *args: Any) -> None:
             return

@@ -26,6 +26,8 @@ def test_every_pipeline_compiles_via_the_cli(tmp_path: Path) -> None:
     commands = " ".join(" ".join(e["container"]["command"]) for e in executors)
     assert "pip install" not in commands
     assert "config_json" in spec["root"]["inputDefinitions"]["parameters"]
+    tasks = spec["root"]["dag"]["tasks"]  # a source's rows change under the same URI
+    assert not tasks["prepare-data"].get("cachingOptions", {}).get("enableCache")
     # Docstrings reach the compiled spec, so the Kubeflow UI can show them.
     prep = spec["components"]["comp-prepare-data"]["inputDefinitions"]["parameters"]
     assert "resolved mlcycle settings" in prep["config_json"]["description"]
@@ -120,3 +122,29 @@ def test_submit_runs_the_lifecycle_on_kubeflow(tmp_path: Path,
     assert "${PGPASSWORD}" in run["runtime_config"]["parameters"]["config_json"]
     placed = spec["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert placed["exec-train-model"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_submit_schedules_the_lifecycle_as_a_recurring_run(
+        tmp_path: Path, kfp_api: tuple[str, dict[str, Any]]) -> None:
+    host, posted = kfp_api
+    config = tmp_path / "c.yaml"
+    config.write_text(CLUSTER)
+    command = [sys.executable, "-m", "pipelines.cli", "submit", "--host", host,
+               "--config", str(config)]
+    wrong = subprocess.run([*command, "--schedule", "0 3 * * 1"], capture_output=True,
+                           text=True)
+    assert wrong.returncode == 2 and "six cron fields" in wrong.stderr and not posted
+    done = subprocess.run([*command, "--schedule", "0 0 3 * * 1"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert "recurring run rr1" in done.stdout
+    recurring = posted["recurringruns"]
+    assert recurring["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
+    assert int(recurring["max_concurrency"]) == 1 and recurring["no_catchup"] is True
+    assert recurring["experiment_id"] == "e1" and recurring["display_name"] == (
+        "orders-y-lifecycle")
+    assert "${PGPASSWORD}" in recurring["runtime_config"]["parameters"]["config_json"]
+    spec = recurring["pipeline_spec"]["pipeline_spec"]
+    assert spec["pipelineInfo"]["name"] == "mlcycle-lifecycle"
+    assert not any(task.get("cachingOptions", {}).get("enableCache")
+                   for task in spec["root"]["dag"]["tasks"].values())  # fresh data each time
