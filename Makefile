@@ -3,8 +3,10 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mlcycle-installed
+# checkov, for the chart test, in an environment of its own (constraints-scan.txt says why).
+SCAN_STAMP := .venv-scan/.installed
 
-.PHONY: install run test test-fast lint docs clean
+.PHONY: install scan-env run test test-fast lint docs clean
 
 install: $(STAMP)
 
@@ -19,7 +21,14 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/mlcycle run --config examples/support_tickets.yaml --summary-json .mlcycle/summary.json
 
-test: $(STAMP)
+$(SCAN_STAMP): constraints-scan.txt
+	@test -x .venv-scan/bin/python || $(PYTHON) -m venv .venv-scan || python3 -m venv .venv-scan
+	.venv-scan/bin/python -m pip install -q -c constraints-scan.txt checkov
+	@touch $(SCAN_STAMP)
+
+scan-env: $(SCAN_STAMP)
+
+test: $(STAMP) $(SCAN_STAMP)
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)
