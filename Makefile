@@ -6,7 +6,7 @@ STAMP := $(VENV)/.mlcycle-installed
 # checkov, for the chart test, in an environment of its own (constraints-scan.txt says why).
 SCAN_STAMP := .venv-scan/.installed
 
-.PHONY: install scan-env run test test-fast lint docs clean
+.PHONY: install scan-env run test test-fast test-images images images-local lint docs clean
 
 install: $(STAMP)
 
@@ -33,6 +33,35 @@ test: $(STAMP) $(SCAN_STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
+
+# The images (opt-in, slow): podman or docker, whichever exists. podman runs with runc
+# and cgroupfs (crun fails on some kernels' cgroups) and the sandbox's ulimits.
+ENGINE ?= $(shell command -v podman || command -v docker)
+ENGINE_FLAGS ?= $(if $(findstring podman,$(ENGINE)),--runtime runc --cgroup-manager=cgroupfs,)
+BASE ?= docker.io/library/python:3.11-slim-bookworm
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+BUILD_FLAGS ?= --network=host --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
+EXTRA_BUILD_FLAGS ?=
+IMAGE_TAG ?= 0.1.0
+MLFLOW_TAG ?= 3.17.2
+
+images:
+	$(ENGINE) $(ENGINE_FLAGS) build $(BUILD_FLAGS) $(EXTRA_BUILD_FLAGS) --build-arg BASE=$(BASE) \
+	  --build-arg TORCH_INDEX=$(TORCH_INDEX) -f images/Containerfile -t ghcr.io/mlcycle/mlcycle:$(IMAGE_TAG) .
+	$(ENGINE) $(ENGINE_FLAGS) build $(BUILD_FLAGS) $(EXTRA_BUILD_FLAGS) --build-arg BASE=$(BASE) \
+	  -f images/Containerfile.mlflow -t ghcr.io/mlcycle/mlflow:$(MLFLOW_TAG) .
+
+# Where no registry image can be pulled: a local base (images/local-base.sh) and torch's
+# CPU wheel from the machine's wheel folder.
+images-local:
+	images/local-base.sh localhost/python:3.11-slim-bookworm
+	$(MAKE) images BASE=localhost/python:3.11-slim-bookworm TORCH_INDEX= \
+	  EXTRA_BUILD_FLAGS="-v /opt/wheels:/opt/wheels:ro --build-arg PIP_FIND_LINKS=/opt/wheels"
+
+# Checks the built images: a compiled pipeline step, the endpoint and MLflow in containers.
+test-images: $(STAMP)
+	MLCYCLE_TEST_IMAGES=1 ENGINE="$(ENGINE) $(ENGINE_FLAGS)" IMAGE_TAG=$(IMAGE_TAG) \
+	  MLFLOW_TAG=$(MLFLOW_TAG) $(BIN)/python -m pytest tests/images -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
