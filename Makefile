@@ -51,12 +51,13 @@ images:
 	$(ENGINE) $(ENGINE_FLAGS) build $(BUILD_FLAGS) $(EXTRA_BUILD_FLAGS) --build-arg BASE=$(BASE) \
 	  -f images/Containerfile.mlflow -t ghcr.io/mlcycle/mlflow:$(MLFLOW_TAG) .
 
-# Where no registry image can be pulled: a local base (images/local-base.sh) and torch's
-# CPU wheel from the machine's wheel folder.
+# Where no registry image can be pulled: a local base (images/local-base.sh), torch's CPU
+# wheel from the machine's wheel folder, and the machine's CA bundle (a TLS proxy's).
 images-local:
 	images/local-base.sh localhost/python:3.11-slim-bookworm
 	$(MAKE) images BASE=localhost/python:3.11-slim-bookworm TORCH_INDEX= \
-	  EXTRA_BUILD_FLAGS="-v /opt/wheels:/opt/wheels:ro --build-arg PIP_FIND_LINKS=/opt/wheels"
+	  EXTRA_BUILD_FLAGS="-v /opt/wheels:/opt/wheels:ro --build-arg PIP_FIND_LINKS=/opt/wheels \
+	  -v /etc/ssl/certs:/etc/ssl/certs:ro --build-arg PIP_CERT=/etc/ssl/certs/ca-certificates.crt"
 
 # Checks the built images: a compiled pipeline step, the endpoint and MLflow in containers.
 test-images: $(STAMP)

@@ -225,7 +225,7 @@ def serve(
     stop: Annotated[bool, typer.Option("--stop", help="Stop the background endpoint.")] = False,
 ) -> None:
     """Serve the champion in the foreground (Ctrl-C stops), or stop the background one."""
-    import subprocess
+    import sys
 
     from components.serving.deploy import serve_command, serve_env, stop_endpoint
 
@@ -243,12 +243,12 @@ def serve(
     uri = f"models:/{settings.model_name}@champion"
     port = port or settings.serving.port
     console.print(f"serving {uri} on http://{settings.serving.host}:{port} (Ctrl-C stops)")
-    try:
-        code = subprocess.call(serve_command(settings.serving.host, port),
-                               env=serve_env(settings, uri))
-    except KeyboardInterrupt:
-        code = 0
-    raise typer.Exit(code)
+    # BentoML takes this process's place: as a container's PID 1 it receives SIGTERM
+    # itself and drains the requests in flight (a parent left waiting as PID 1 would
+    # ignore the signal, and the pod would be killed at its grace period).
+    sys.stdout.flush()
+    command = serve_command(settings.serving.host, port)
+    os.execve(command[0], command, serve_env(settings, uri))
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
