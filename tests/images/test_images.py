@@ -136,8 +136,9 @@ def champion(scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 def test_the_endpoint_serves_the_champion_from_the_image(champion: dict[str, Any]) -> None:
     port = free_port()
     root = champion["root"]
+    name = f"mlcycle-serve-{port}"
     proc = subprocess.Popen(
-        [*RUN, "-v", f"{root}:{root}", "-e", "MLCYCLE_SERVING__HOST=127.0.0.1",
+        [*RUN, "--name", name, "-v", f"{root}:{root}", "-e", "MLCYCLE_SERVING__HOST=127.0.0.1",
          IMAGE, "mlcycle", "serve", "--config", str(champion["config"]), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -152,9 +153,10 @@ def test_the_endpoint_serves_the_champion_from_the_image(champion: dict[str, Any
         body = answer.json()
         assert body["model"] == "image-test" and body["model_version"] == "1"
         assert len(body["predictions"]) == 3
-    finally:
         proc.terminate()  # podman passes SIGTERM on: the endpoint drains and stops
-        proc.wait(60)
+        assert proc.wait(60) in (0, -15, 143)
+    finally:  # whatever happened above, no container is left running
+        subprocess.run([*ENGINE, "rm", "-f", name], capture_output=True, timeout=120)
     log = list((root / "work" / "predictions").glob("*.jsonl"))
     assert log and log[0].stat().st_uid == 10001  # the prediction log, written in the image
 
@@ -179,7 +181,9 @@ def test_the_mlflow_image_runs_the_chart_s_command(tmp_path: Path) -> None:
               "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     flags = [f for name, value in {**env, **secret}.items() for f in ("-e", f"{name}={value}")]
-    proc = subprocess.Popen([*RUN, *flags, MLFLOW_IMAGE, *container["command"][:-1], command],
+    name = f"mlcycle-mlflow-{port}"
+    proc = subprocess.Popen([*RUN, "--name", name, *flags, MLFLOW_IMAGE,
+                             *container["command"][:-1], command],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         _wait(f"http://127.0.0.1:{port}/health", proc)
@@ -194,5 +198,5 @@ def test_the_mlflow_image_runs_the_chart_s_command(tmp_path: Path) -> None:
         ui = httpx.get(f"http://127.0.0.1:{port}/", headers=service, auth=admin)
         assert ui.status_code == 200 and "MLflow" in ui.text
     finally:
-        proc.terminate()
+        subprocess.run([*ENGINE, "rm", "-f", name], capture_output=True, timeout=120)
         proc.wait(60)
