@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -225,8 +226,6 @@ def serve(
     stop: Annotated[bool, typer.Option("--stop", help="Stop the background endpoint.")] = False,
 ) -> None:
     """Serve the champion in the foreground (Ctrl-C stops), or stop the background one."""
-    import sys
-
     from components.serving.deploy import serve_command, serve_env, stop_endpoint
 
     try:

@@ -497,8 +497,8 @@ class Settings(BaseSettings):
         URI is refused; ``${VAR}`` in its place is read from the step's environment."""
         text = self.to_json()
         for where, value in _strings(json.loads(text)):
-            for match in _URI_SECRET.finditer(value):
-                if not _ENV_REF.fullmatch(match.group(1)):
+            for match in _URI_PASSWORD.finditer(value):
+                if not ENV_REF.fullmatch(match.group(2)):
                     raise UserError(
                         f"{where} has a password in it, which would be stored in the "
                         "pipeline: write ${VAR} in its place and give VAR from a Kubernetes "
@@ -516,11 +516,9 @@ class Settings(BaseSettings):
 _YAML_FILE: ContextVar[Path | None] = ContextVar("mlcycle_yaml_file", default=None)
 """The YAML file ``load_settings`` is reading: pydantic-settings' source for it."""
 
-_URI_PASSWORD = re.compile(r"(://[^/:@]+:)[^/@]+@")
-
-
-_URI_SECRET = re.compile(r"://[^/:@\s]+:([^/@\s]+)@")
-_ENV_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+_URI_PASSWORD = re.compile(r"(://[^/:@\s]+:)([^/@\s]+)@")
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+"""``${VAR}``: a value read from the environment where it is used (a source's URI)."""
 
 
 def _strings(data: Any, where: str = "") -> list[tuple[str, str]]:

@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from components.common.errors import UserError
-from components.common.settings import Source
+from components.common.settings import ENV_REF, Source
 
 if TYPE_CHECKING:
     from sqlalchemy import FromClause, Select
@@ -59,9 +59,6 @@ def source_format(source: Source) -> str:
     )
 
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
 def expanded_uri(source: Source) -> str:
     """The URI with each ``${VAR}`` read from the environment, where a Secret puts a
     password on a cluster; the settings (and every message) keep the reference."""
@@ -73,7 +70,7 @@ def expanded_uri(source: Source) -> str:
                             f"(its URI names ${{{name}}})")
         return os.environ[name]
 
-    return _ENV_REF.sub(value, source.uri)
+    return ENV_REF.sub(value, source.uri)
 
 
 @contextlib.contextmanager
