@@ -186,9 +186,11 @@ def test_the_chart_speaks_mlcycle_s_settings_and_commands(
             assert settings.serving.host == "0.0.0.0", name
             assert str(settings.workdir) == "/var/lib/mlcycle", name
             port = {c["name"]: c["containerPort"] for c in container["ports"]}["http"]
-            assert port == {"serve": settings.serving.port, "monitor": settings.monitoring.port,
-                            "trigger": settings.retrain.port}.get(
-                container["command"][1], port), name
+            command = container["command"]
+            listens = (int(command[command.index("--port") + 1]) if "--port" in command else
+                       {"monitor": settings.monitoring.port,
+                        "trigger": settings.retrain.port}[command[1]])
+            assert port == listens, name  # the port the process listens on is the one exposed
             if container["command"][1] == "trigger":
                 assert settings.retrain.kfp_host == "http://ml-pipeline.kubeflow:8888"
     for command in commands:  # each is a real command taking the options the chart passes
