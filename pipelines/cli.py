@@ -152,16 +152,15 @@ def compile(
     from pipelines.retrain import pipelines
 
     params: dict[str, Any] = {}
-    cluster = None
+    settings = None
     if config is not None:
         try:
             settings = load_settings(config)
             params["config_json"] = settings.to_cluster_json()
         except UserError as exc:
             raise _fail(str(exc)) from None
-        cluster = settings.cluster
     out.mkdir(parents=True, exist_ok=True)
-    for name, pipeline in pipelines(cluster).items():
+    for name, pipeline in pipelines(settings).items():
         path = out / f"{name}.yaml"
         compiler.Compiler().compile(pipeline, str(path), pipeline_parameters=params or None)
         console.print(f"wrote {path}")

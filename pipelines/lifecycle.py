@@ -25,16 +25,20 @@ class LifecycleOutputs(NamedTuple):
     drift: str
 
 
-def place(tasks: dict[str, dsl.PipelineTask], cluster: ClusterSettings | None) -> None:
-    """Apply the cluster settings: Secrets as environment variables on every step; the
-    accelerator, node selector and tolerations on the steps that train."""
+def place(tasks: dict[str, dsl.PipelineTask], cluster: ClusterSettings | None,
+          rayjobs: bool = False) -> None:
+    """Apply the cluster settings: the environment and Secrets on every step; the
+    accelerator, node selector and tolerations on the steps that train, unless they only
+    submit RayJobs (``ray.mode: kuberay``), whose own pods get them."""
     if cluster is None:
         return
     for stage, task in tasks.items():
+        for name, value in cluster.env.items():
+            task.set_env_variable(name, value)
         for secret in cluster.secrets:
             kubernetes.use_secret_as_env(task, secret_name=secret.secret,
                                          secret_key_to_env=secret.env)
-        if stage not in ("tuned", "trained"):
+        if stage not in ("tuned", "trained") or rayjobs:
             continue
         if cluster.accelerator_type:
             task.set_accelerator_type(cluster.accelerator_type)
@@ -46,8 +50,8 @@ def place(tasks: dict[str, dsl.PipelineTask], cluster: ClusterSettings | None) -
                                       value=toleration.value, effect=toleration.effect)
 
 
-def train_and_register(config_json: str, run: str,
-                       cluster: ClusterSettings | None) -> dict[str, Any]:
+def train_and_register(config_json: str, run: str, cluster: ClusterSettings | None,
+                       rayjobs: bool = False) -> dict[str, Any]:
     """Prepare, featurize, tune, train, evaluate and register (gated): the steps the
     lifecycle and retraining share. Returns their tasks by stage."""
     data = prepare_data(config_json=config_json, pipeline_run=run)
@@ -72,11 +76,11 @@ def train_and_register(config_json: str, run: str,
                                 val=data.outputs["val"], test=data.outputs["test"])
     tasks = {"data": data, "featurized": featurized, "tuned": tuned, "trained": trained,
              "evaluated": evaluated, "registered": registered}
-    place(tasks, cluster)
+    place(tasks, cluster, rayjobs)
     return tasks
 
 
-def make_lifecycle(cluster: ClusterSettings | None = None) -> Any:
+def make_lifecycle(cluster: ClusterSettings | None = None, rayjobs: bool = False) -> Any:
     """The lifecycle pipeline, its steps placed by ``cluster`` (KFP builds a pipeline's
     graph when it is declared, so placement is decided here)."""
 
@@ -89,7 +93,8 @@ def make_lifecycle(cluster: ClusterSettings | None = None) -> Any:
         Args:
             config_json: The resolved mlcycle settings as JSON (``mlcycle config show``).
         """
-        tasks = train_and_register(config_json, dsl.PIPELINE_JOB_NAME_PLACEHOLDER, cluster)
+        tasks = train_and_register(config_json, dsl.PIPELINE_JOB_NAME_PLACEHOLDER, cluster,
+                                   rayjobs)
         data, registered = tasks["data"], tasks["registered"]
         deployed = deploy_model(config_json=config_json, model_json=registered.output)
         drift = check_drift(config_json=config_json,

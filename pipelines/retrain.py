@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 from kfp import dsl
 
-from components.common.settings import ClusterSettings
+from components.common.settings import ClusterSettings, Settings
 from pipelines.lifecycle import make_lifecycle, train_and_register
 
 RETRAIN_NAME = "mlcycle-retrain"
@@ -19,7 +19,7 @@ class RetrainOutputs(NamedTuple):
     model: str
 
 
-def make_retrain(cluster: ClusterSettings | None = None) -> Any:
+def make_retrain(cluster: ClusterSettings | None = None, rayjobs: bool = False) -> Any:
     """The retrain pipeline, its steps placed by ``cluster``."""
 
     @dsl.pipeline(name=RETRAIN_NAME, description="Retrain on the champion's data plus "
@@ -31,7 +31,8 @@ def make_retrain(cluster: ClusterSettings | None = None) -> Any:
         Args:
             config_json: The retraining run's resolved settings (``mlcycle retrain --plan``).
         """
-        tasks = train_and_register(config_json, dsl.PIPELINE_JOB_NAME_PLACEHOLDER, cluster)
+        tasks = train_and_register(config_json, dsl.PIPELINE_JOB_NAME_PLACEHOLDER, cluster,
+                                   rayjobs)
         return RetrainOutputs(rows=tasks["data"].outputs["rows"],
                               tuning=tasks["tuned"].output,
                               metrics=tasks["evaluated"].outputs["Output"],
@@ -40,9 +41,13 @@ def make_retrain(cluster: ClusterSettings | None = None) -> Any:
     return retrain
 
 
-def pipelines(cluster: ClusterSettings | None = None) -> dict[str, Any]:
-    """Every pipeline ``mlcycle compile`` writes, placed by ``cluster``."""
-    return {"lifecycle": make_lifecycle(cluster), "retrain": make_retrain(cluster)}
+def pipelines(settings: Settings | None = None) -> dict[str, Any]:
+    """Every pipeline ``mlcycle compile`` writes, placed by ``settings.cluster`` (none:
+    as kfp.local runs them)."""
+    cluster = settings.cluster if settings else None
+    rayjobs = settings is not None and settings.ray.mode == "kuberay"
+    return {"lifecycle": make_lifecycle(cluster, rayjobs),
+            "retrain": make_retrain(cluster, rayjobs)}
 
 
 PIPELINES = pipelines()

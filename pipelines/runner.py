@@ -125,7 +125,7 @@ def submit(settings: Settings, host: str, pipeline: str = "lifecycle",
     name = experiment or settings.registry.experiment
     with tempfile.TemporaryDirectory() as tmp:
         package = str(Path(tmp) / f"{pipeline}.yaml")
-        compiler.Compiler().compile(pipelines(settings.cluster)[pipeline], package)
+        compiler.Compiler().compile(pipelines(settings)[pipeline], package)
         try:
             with warnings.catch_warnings():  # that the client needs KFP 2.0.0-beta.2 or later
                 warnings.simplefilter("ignore", FutureWarning)

@@ -10,7 +10,7 @@ from typing import Any
 
 from components.common.settings import RaySettings
 
-_RAY_ENV = {
+RAY_ENV = {
     # Train v2: trainers run inside Tune function trainables (Ray 2.60's default path).
     "RAY_TRAIN_V2_ENABLED": "1",
     # Its migration warnings name APIs mlcycle does not use.
@@ -78,14 +78,16 @@ def ray_session(settings: RaySettings, train: bool = False) -> Iterator[int]:
     worker start about 1 s more (2 cores: 1.2 s against 2.2 s to a first actor's import
     of torch), so Tune's trials and Ray Data's tasks start without one.
     """
-    with _session_env(_RAY_ENV):
+    with _session_env(RAY_ENV):
         import ray
 
         kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
         if train:
             kwargs["runtime_env"] = {"worker_process_setup_hook": _worker_setup}
-        if settings.address:
-            ray.init(address=settings.address, **kwargs)
+        # A RayJob's driver finds its cluster in RAY_ADDRESS (the job's entrypoint).
+        address = settings.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, **kwargs)
         else:
             num_cpus = settings.num_cpus or os.cpu_count() or 1
             ray.init(num_cpus=num_cpus, **kwargs)

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -362,15 +369,61 @@ class RetrainSettings(_Strict):
         return value
 
 
-class RaySettings(_Strict):
-    """Where Ray runs: local Ray started per stage, or a cluster."""
+class KubeRaySettings(_Strict):
+    """The RayJob a tuning or training step submits with `ray.mode: kuberay`."""
 
+    namespace: str | None = Field(default=None, description="Where the RayJob goes; the "
+                                  "step's own namespace when unset.")
+    cluster: str | None = Field(default=None, description="A running RayCluster the job "
+                                "runs on (the chart's `<release>-ray`); when unset the job "
+                                "brings its own, deleted when the job ends.")
+    image: str = Field(default=IMAGE, description="The image of the job's pods: the "
+                       "platform image, with the same mlcycle as the steps.")
+    service_account: str | None = Field(default=None, description="The job's pods' service "
+                                        "account; the namespace's default when unset.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels on every pod "
+                                   "the job starts, e.g. the chart's selector labels, which "
+                                   "its NetworkPolicies admit.")
+    head_cpu: str = Field(default="1", description="The head pod's CPU request.")
+    head_memory: str = Field(default="4Gi", description="The head pod's memory.")
+    worker_pods: int = Field(default=1, ge=0, description="Worker pods of the job's own "
+                             "cluster; 0 runs everything on the head.")
+    worker_cpu: str = Field(default="4", description="Each worker pod's CPU request.")
+    worker_memory: str = Field(default="16Gi", description="Each worker pod's memory.")
+    worker_gpus: int = Field(default=0, ge=0, description="`nvidia.com/gpu` per worker pod; "
+                             "the pods land where `cluster.node_selector` and "
+                             "`cluster.tolerations` say.")
+    timeout_s: int = Field(default=6 * 3600, ge=1, description="The job's deadline "
+                           "(activeDeadlineSeconds, cluster start included); the step "
+                           "fails and deletes the job then.")
+    ttl_s: int = Field(default=600, ge=0, description="How long a finished job's own "
+                       "cluster stays for inspection.")
+    poll_s: float = Field(default=10.0, gt=0, description="How often the step reads the "
+                          "job's status.")
+
+
+class RaySettings(_Strict):
+    """Where Ray runs: local Ray started per stage, a cluster, or a RayJob per stage."""
+
+    mode: Literal["local", "kuberay"] = Field(
+        default="local", description="`local`: the step runs Ray's driver itself (local Ray, "
+        "or `address`); `kuberay`: tuning and training steps each submit a RayJob "
+        "(`ray.kuberay`) and wait for it.")
     address: str | None = Field(default=None, description="Ray cluster; local Ray when unset.")
     num_cpus: int | None = Field(default=None, ge=1,
                                  description="Local Ray's CPUs; all the machine's when unset.")
     storage_path: str | None = Field(
-        default=None, description="Checkpoint storage (shared, e.g. s3://, on a cluster)."
+        default=None, description="Checkpoint storage (shared, e.g. s3://, on a cluster); "
+        "with `mode: kuberay` also how a step and its RayJob exchange inputs and outputs."
     )
+    kuberay: KubeRaySettings = Field(default_factory=KubeRaySettings)
+
+    @model_validator(mode="after")
+    def _shared_storage(self) -> RaySettings:
+        if self.mode == "kuberay" and not self.storage_path:
+            raise ValueError("ray.mode kuberay needs ray.storage_path: storage (s3://...) "
+                             "that the step and the RayJob's pods both reach")
+        return self
 
 
 class Toleration(_Strict):
@@ -407,9 +460,22 @@ class ClusterSettings(_Strict):
                                           "the training and tuning steps must land on.")
     tolerations: list[Toleration] = Field(default_factory=list, description="Taints the "
                                           "training and tuning steps tolerate (GPU nodes').")
+    env: dict[str, str] = Field(default_factory=dict, description="Plain environment "
+                                "variables for every step and RayJob pod, e.g. "
+                                "`AWS_ENDPOINT_URL` for MinIO; credentials go in `secrets`.")
     secrets: list[SecretEnv] = Field(default_factory=list, description="Secrets every step "
                                      "reads as environment variables: MLflow, object-store "
                                      "and database credentials, never values in the config.")
+
+    @field_validator("env")
+    @classmethod
+    def _no_credentials(cls, env: dict[str, str]) -> dict[str, str]:
+        for name in env:
+            if any(word in name.upper() for word in ("PASSWORD", "SECRET", "TOKEN", "ACCESS_KEY")):
+                raise ValueError(f"cluster.env.{name} looks like a credential, which would be "
+                                 "stored in the pipeline: give it from a Secret "
+                                 "(cluster.secrets)")
+        return env
 
 
 class Settings(BaseSettings):

@@ -50,7 +50,8 @@ def train_model(
     transform: Input[Artifact],
     model: Output[Model],
 ) -> str:
-    """Train with Ray Train's TorchTrainer on the best hyperparameters; keep the best epoch.
+    """Train on Ray (here, or as a RayJob with ray.mode kuberay) with the best
+    hyperparameters; keep the best epoch or round.
 
     Args:
         config_json: The resolved mlcycle settings as JSON; train.* sets scaling.
@@ -70,12 +71,12 @@ def train_model(
 
     from components.common.errors import reported
     from components.common.settings import Settings
-    from components.training.stage import load_run_features, run_train
+    from components.training.entry import StageInputs, dispatch
 
     with reported():
-        inputs = load_run_features(Path(features.path), Path(train.path), Path(val.path),
-                                   Path(transform.path))
-        result = run_train(Settings.from_json(config_json), mlflow_run_id,
-                           json.loads(best_json).get("params", {}), inputs,
-                           Path(transform.path), Path(model.path))
+        result = dispatch(Settings.from_json(config_json), "train",
+                          {"mlflow_run_id": mlflow_run_id,
+                           "best_params": json.loads(best_json).get("params", {})},
+                          StageInputs(Path(features.path), Path(train.path), Path(val.path),
+                                      Path(transform.path)), Path(model.path))
     return json.dumps(result)

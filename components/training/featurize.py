@@ -164,8 +164,11 @@ def write_arrays(folder: Path, train: tuple[Any, np.ndarray], val: tuple[Any, np
 
 
 def read_arrays(folder: str | Path) -> dict[str, Any]:
-    """``write_arrays``' splits: ``x_train``, ``y_train``, ``x_val``, ``y_val``."""
-    folder = Path(folder)
+    """``write_arrays``' splits: ``x_train``, ``y_train``, ``x_val``, ``y_val``; from
+    shared storage when ``folder`` is a URI (a RayJob's workers on other nodes)."""
+    from components.common.storage import local_copy
+
+    folder = local_copy(str(folder))
     out: dict[str, Any] = {}
     for split in SPLITS:
         out[f"y_{split}"] = np.load(folder / f"y_{split}.npy")

@@ -310,15 +310,17 @@ Featurize = Callable[["pd.DataFrame"], tuple[np.ndarray, np.ndarray]]
 
 
 def featurizer(transform_dir: str, spec: ModelSpec) -> Featurize:
-    """Raw rows to model input and class ids, on the worker, with the fitted transform."""
+    """Raw rows to model input and class ids, on the worker, with the fitted transform
+    (from shared storage when ``transform_dir`` is a URI)."""
     import joblib
 
+    from components.common.storage import local_copy
     from components.data.features import FeatureSchema
     from components.training.model import featurize
 
-    schema = FeatureSchema.from_dict(json.loads((Path(transform_dir) / "schema.json")
-                                                .read_text()))
-    transform = joblib.load(Path(transform_dir) / "transform.joblib")
+    folder = local_copy(transform_dir)
+    schema = FeatureSchema.from_dict(json.loads((folder / "schema.json").read_text()))
+    transform = joblib.load(folder / "transform.joblib")
     index = {c: i for i, c in enumerate(schema.classes)}
 
     def run(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

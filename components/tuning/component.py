@@ -15,7 +15,7 @@ def tune_model(
     val: Input[Dataset],
     transform: Input[Artifact],
 ) -> str:
-    """Search hyperparameters with Ray Tune (ASHA + Optuna), one process per trial.
+    """Search hyperparameters with Ray Tune (ASHA + Optuna), here or as a RayJob.
 
     Args:
         config_json: The resolved mlcycle settings as JSON; tune.* sets space and budget.
@@ -33,11 +33,10 @@ def tune_model(
 
     from components.common.errors import reported
     from components.common.settings import Settings
-    from components.training.stage import load_run_features
-    from components.tuning.tune import run_tune
+    from components.training.entry import StageInputs, dispatch
 
     with reported():
-        inputs = load_run_features(Path(features.path), Path(train.path), Path(val.path),
-                                   Path(transform.path))
-        best = run_tune(Settings.from_json(config_json), mlflow_run_id, inputs)
+        best = dispatch(Settings.from_json(config_json), "tune", {"mlflow_run_id": mlflow_run_id},
+                        StageInputs(Path(features.path), Path(train.path), Path(val.path),
+                                    Path(transform.path)), None)
     return json.dumps(best)

@@ -54,6 +54,7 @@ cluster:
   accelerator_limit: 2
   node_selector: {cloud.google.com/gke-accelerator: nvidia-l4}
   tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
+  env: {AWS_ENDPOINT_URL: "http://minio.storage:9000"}
   secrets:
     - {secret: shop-db, env: {password: PGPASSWORD}}
     - {secret: mlflow-auth, env: {username: MLFLOW_TRACKING_USERNAME,
@@ -75,6 +76,8 @@ def test_compile_places_the_steps_by_the_cluster_settings(tmp_path: Path) -> Non
         placed = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
         for executor, spec in executors.items():
             resources = spec["container"].get("resources", {})
+            assert {"name": "AWS_ENDPOINT_URL", "value": "http://minio.storage:9000"
+                    } in spec["container"]["env"]
             env = {e["secretName"]: {m["secretKey"]: m["envVar"] for m in e["keyToEnv"]}
                    for e in placed[executor]["secretAsEnv"]}
             assert env == {"shop-db": {"password": "PGPASSWORD"},
@@ -91,6 +94,22 @@ def test_compile_places_the_steps_by_the_cluster_settings(tmp_path: Path) -> Non
                 assert "accelerator" not in resources and "nodeSelector" not in placed[executor]
         config_json = pipeline["root"]["inputDefinitions"]["parameters"]["config_json"]
         assert "app:${PGPASSWORD}@db" in config_json["defaultValue"]
+
+
+def test_steps_that_submit_rayjobs_ask_for_no_gpu(tmp_path: Path) -> None:
+    """With ``ray.mode: kuberay`` the tuning and training steps only submit and wait: the
+    accelerator and GPU nodes go to the RayJob's pods, not to them."""
+    config = tmp_path / "c.yaml"
+    config.write_text(CLUSTER + 'ray: {mode: kuberay, storage_path: "s3://ml/ray"}\n')
+    out = tmp_path / "ir"
+    subprocess.run([sys.executable, "-m", "pipelines.cli", "compile", "--out", str(out),
+                    "--config", str(config)], check=True, capture_output=True)
+    pipeline, platform = yaml.safe_load_all((out / "lifecycle.yaml").read_text())
+    placed = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for executor in ("exec-tune-model", "exec-train-model"):
+        spec = pipeline["deploymentSpec"]["executors"][executor]
+        assert "accelerator" not in spec["container"].get("resources", {})
+        assert "nodeSelector" not in placed[executor] and placed[executor]["secretAsEnv"]
 
 
 def test_compile_refuses_a_password_written_in_a_uri(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ environment it sets names real settings, and its commands are real commands."""
 
 from __future__ import annotations
 
-import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +15,10 @@ import jsonschema
 import pytest
 import yaml
 
-CHART = Path(__file__).resolve().parents[2] / "charts" / "mlcycle"
+from tests.k8s import CHART, assert_restricted, crd_validators, pods
+
 VALUES = [None, *sorted((CHART / "ci").glob("*.yaml"))]
 KUBE_VERSION = "1.29.0"  # Chart.yaml's kubeVersion floor
-CRDS = [*(CHART / "charts" / "kuberay-operator" / "crds").glob("*.yaml"),
-        *(Path(__file__).resolve().parents[1] / "crds").glob("*.yaml")]
-"""KubeRay's (vendored with its chart) and the Prometheus operator's (vendored for tests)."""
 
 helm = pytest.importorskip("helm_python")
 
@@ -32,38 +29,6 @@ def _render(values_file: Path | None) -> list[dict[str, Any]]:
                                         is_install=True)
     return [doc for path, text in out.items() if path.endswith(".yaml")
             for doc in yaml.safe_load_all(text) if doc]
-
-
-def _pods(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    """Every pod spec: a Deployment's template, a bare Pod (the ``helm test`` hook), and a
-    RayCluster's head and worker groups."""
-    pods = []
-    for o in objects:
-        name = f"{o['kind']}/{o['metadata']['name']}"
-        if o["kind"] == "Deployment":
-            pods.append((name, o["spec"]["template"]["spec"]))
-        elif o["kind"] == "Pod":
-            pods.append((name, o["spec"]))
-        elif o["kind"] == "RayCluster":
-            groups = [o["spec"]["headGroupSpec"], *o["spec"]["workerGroupSpecs"]]
-            pods += [(f"{name}/{g.get('groupName', 'head')}", g["template"]["spec"])
-                     for g in groups]
-    return pods
-
-
-@functools.cache
-def _crd_validators() -> dict[tuple[str, str], jsonschema.Draft7Validator]:
-    """(apiVersion, kind) to a validator of its ``spec``, for every served version; the
-    schemas' own patterns are Go's (``(?i)`` inside), so the schemas are not checked."""
-    validators = {}
-    for path in CRDS:
-        crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        for version in crd["spec"]["versions"]:
-            api = f"{crd['spec']['group']}/{version['name']}"
-            spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
-            validators[api, crd["spec"]["names"]["kind"]] = jsonschema.Draft7Validator(
-                _closed(spec))
-    return validators
 
 
 @pytest.mark.parametrize("values_file", VALUES, ids=lambda f: f.stem if f else "default")
@@ -77,7 +42,7 @@ def test_the_chart_lints_and_renders_valid_objects(values_file: Path | None) -> 
     objects = _render(values_file)
     assert {"Deployment", "Service", "ConfigMap", "PersistentVolumeClaim"} <= {
         o["kind"] for o in objects}
-    crds = _crd_validators()
+    crds = crd_validators()
     for obj in objects:
         validator = crds.get((obj["apiVersion"], obj["kind"]))
         if validator is None:
@@ -88,37 +53,8 @@ def test_the_chart_lints_and_renders_valid_objects(values_file: Path | None) -> 
 
 @pytest.mark.parametrize("values_file", VALUES, ids=lambda f: f.stem if f else "default")
 def test_every_pod_is_restricted_with_a_read_only_root(values_file: Path | None) -> None:
-    for name, pod in _pods(_render(values_file)):
-        security = pod["securityContext"]
-        assert security["runAsNonRoot"] is True and security.get("runAsUser") != 0, name
-        assert security["seccompProfile"]["type"] == "RuntimeDefault", name
-        if "kuberay-operator" not in name:  # the operator alone talks to the API server
-            assert pod["automountServiceAccountToken"] is False, name
-        assert not {"hostNetwork", "hostPID", "hostIPC"} & set(pod), name
-        assert all("hostPath" not in v for v in pod.get("volumes", [])), name
-        for container in pod["containers"]:
-            context = container["securityContext"]
-            assert context["allowPrivilegeEscalation"] is False, name
-            assert context["readOnlyRootFilesystem"] is True, name
-            assert context["capabilities"]["drop"] == ["ALL"], name
-            assert not context.get("privileged"), name
-            assert container["resources"]["limits"]["memory"], name
-            for env in container.get("env", []):  # credentials only by reference
-                if any(w in env["name"].upper() for w in ("PASSWORD", "SECRET", "TOKEN")):
-                    assert "valueFrom" in env and "value" not in env, (name, env)
-
-
-def _closed(schema: Any) -> Any:
-    """The schema with ``additionalProperties: false`` wherever it lists properties and
-    does not say otherwise: the API server prunes (or, strict, refuses) unknown fields,
-    which plain JSON Schema would let through."""
-    if isinstance(schema, dict):
-        out = {k: _closed(v) for k, v in schema.items()}
-        if "properties" in out and "additionalProperties" not in out and not out.get(
-                "x-kubernetes-preserve-unknown-fields"):
-            out["additionalProperties"] = False
-        return out
-    return [_closed(v) for v in schema] if isinstance(schema, list) else schema
+    for name, pod in pods(_render(values_file)):
+        assert_restricted(name, pod)
 
 
 def test_the_ray_cluster_has_gpu_workers_token_auth_and_autoscaling() -> None:
@@ -134,7 +70,7 @@ def test_the_ray_cluster_has_gpu_workers_token_auth_and_autoscaling() -> None:
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert (gpu["minReplicas"], gpu["maxReplicas"]) == (0, 4)
     with pytest.raises(jsonschema.ValidationError):  # the check refuses what the API would
-        _crd_validators()["ray.io/v1", "RayCluster"].validate({**ray, "authOption": {}})
+        crd_validators()["ray.io/v1", "RayCluster"].validate({**ray, "authOption": {}})
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     operator = yaml.safe_load((CHART / "charts" / "kuberay-operator" / "Chart.yaml")
                               .read_text())
@@ -173,7 +109,7 @@ def test_the_chart_speaks_mlcycle_s_settings_and_commands(
         parsed["data"] = {"sources": [{"name": "t", "uri": "s3://b/t.parquet"}], "target": "y"}
     path.write_text(yaml.safe_dump(parsed))
     commands = set()
-    for name, pod in _pods(objects):
+    for name, pod in pods(objects):
         for container in pod["containers"]:
             if container.get("command", [""])[0] != "mlcycle":
                 continue
@@ -230,3 +166,57 @@ def test_checkov_finds_nothing_unexplained(tmp_path: Path) -> None:
     assert report["summary"]["passed"] > 1000  # it did scan every rendered file
     skipped = report["results"].get("skipped_checks", [])
     assert all(s["suppress_comment"].strip() for s in skipped), skipped
+
+
+@pytest.mark.parametrize("values_name", ["gpu-values", "external-store-values"])
+def test_the_rayjobs_the_steps_submit_fit_the_chart(values_name: str) -> None:
+    """From the settings the chart's config gives, the RayJob a step builds: its CRD takes
+    it, its pods are restricted, the chart's NetworkPolicy lets them reach each other, and
+    the chart's Role lets the pipeline's service account submit and watch it."""
+    from components.common.kuberay import build_rayjob, payload_uri
+    from components.common.settings import Settings
+
+    objects = _render(CHART / "ci" / f"{values_name}.yaml")
+    config = yaml.safe_load(next(o for o in objects if o["kind"] == "ConfigMap")["data"][
+        "config.yaml"])
+    settings = Settings.model_validate(config)
+    assert settings.ray.mode == "kuberay" and settings.ray.kuberay.namespace == "ml"
+    name = "mlcycle-train-0a1b2c3d"
+    job = build_rayjob(settings, "train", name, "ml", payload_uri(settings, name))
+    crd_validators()["ray.io/v1", "RayJob"].validate(job["spec"])
+    for pod_name, pod in pods([job]):
+        assert_restricted(pod_name, pod)
+        assert pod["containers"][0]["image"] == "ghcr.io/mlcycle/mlcycle:0.1.0"
+    clusters = [o["metadata"]["name"] for o in objects if o["kind"] == "RayCluster"]
+    spec = job["spec"]
+    if clusters:  # on the chart's RayCluster, which has the GPU group
+        assert spec["clusterSelector"] == {"ray.io/cluster": clusters[0]}
+        assert "rayClusterSpec" not in spec
+        templates = [spec["submitterPodTemplate"]]
+    else:  # a cluster of its own, token-protected, with the Secrets the steps get
+        own = spec["rayClusterSpec"]
+        assert own["authOptions"] == {"mode": "token"}
+        assert len(own["workerGroupSpecs"]) == 1
+        assert own["workerGroupSpecs"][0]["replicas"] == 2
+        env = own["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
+        assert {"name": "AWS_ENDPOINT_URL", "value": "http://minio.storage:9000"} in env
+        assert {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {
+            "name": "minio", "key": "secret-key"}}} in env
+        templates = [spec["submitterPodTemplate"], own["headGroupSpec"]["template"],
+                     *(g["template"] for g in own["workerGroupSpecs"])]
+    policy = next(o for o in objects if o["kind"] == "NetworkPolicy"
+                  and o["metadata"]["name"] == "mlcycle-ray")["spec"]
+    peers = policy["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
+    for template in templates:  # each pod is Ray's, and Ray's pods take it in on any port
+        labels = template["metadata"]["labels"]
+        assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+        assert peers.items() <= labels.items()
+    rules = next(o for o in objects if o["kind"] == "Role"
+                 and o["metadata"]["name"] == "mlcycle-rayjobs")["rules"]
+    allowed = {(r["resources"][0], v) for r in rules for v in r["verbs"]}
+    assert {("rayjobs", "create"), ("rayjobs", "get"), ("rayjobs", "delete"), ("pods", "list"),
+            ("pods/log", "get")} == allowed
+    binding = next(o for o in objects if o["kind"] == "RoleBinding"
+                   and o["metadata"]["name"] == "mlcycle-rayjobs")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pipeline-runner",
+                                    "namespace": "kubeflow"}]

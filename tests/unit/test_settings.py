@@ -84,6 +84,10 @@ def test_the_pipeline_carries_unset_family_defaults_as_unset(tmp_path: Path) -> 
      "source names must be unique"),
     ("data:\n  sources: [{name: a, uri: a.csv}]\n  target: y\ntune:\n  search_space:\n"
      "    epochs: {choice: [1, 2]}\n", "cannot tune 'epochs'"),
+    ("data:\n  sources: [{name: a, uri: a.csv}]\n  target: y\nray: {mode: kuberay}\n",
+     "ray.mode kuberay needs ray.storage_path"),
+    ("data:\n  sources: [{name: a, uri: a.csv}]\n  target: y\n"
+     "cluster: {env: {MINIO_SECRET_KEY: abc}}\n", "cluster.env.MINIO_SECRET_KEY looks like a"),
 ])
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(UserError) as info:

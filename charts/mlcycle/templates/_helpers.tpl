@@ -106,6 +106,9 @@ env:
     value: /tmp
   - name: RAY_USAGE_STATS_ENABLED
     value: "0"
+  {{- with .Values.env }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 securityContext:
   {{- include "mlcycle.containerSecurityContext" . | nindent 2 }}
 volumeMounts:
