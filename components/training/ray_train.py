@@ -137,12 +137,17 @@ def run_training(config: dict[str, Any], scaling: Scaling, storage: str, name: s
     return TrainOutcome(state_dict=state["model"], metrics=dict(result.metrics or {}))
 
 
-def scaling_for(workers: int, cpus_per_worker: int, use_gpu: bool | str) -> Scaling:
-    """``use_gpu: auto`` means: use GPUs when the Ray cluster has any."""
+def scaling_for(workers: int, cpus_per_worker: int, use_gpu: bool | str,
+                elastic: bool = False) -> Scaling:
+    """``use_gpu: auto`` means: use GPUs when the Ray cluster has any. On one machine the
+    request shrinks to its CPUs; on a cluster (``elastic``) it stands, for the autoscaler
+    to meet with new nodes."""
     import ray
 
     resources = ray.cluster_resources()
     gpu = resources.get("GPU", 0) > 0 if use_gpu == "auto" else bool(use_gpu)
+    if elastic:
+        return Scaling(workers=workers, cpus_per_worker=cpus_per_worker, use_gpu=gpu)
     cpus = int(resources.get("CPU", 1))
     return Scaling(workers=max(1, min(workers, cpus // cpus_per_worker)),
                    cpus_per_worker=min(cpus_per_worker, cpus), use_gpu=gpu)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from components.common import tracking
-from components.common.compute import ray_session
+from components.common.compute import joins_cluster, ray_session
 from components.common.errors import UserError
 from components.common.policy import TUNABLE, own_params, search_space, with_params
 from components.common.settings import Settings
@@ -85,7 +85,8 @@ def search(settings: Settings, mlflow_run_id: str, made: FeatureSet) -> Any:
     space = search_space(cfg.search_space, made.families, settings.train.freeze_encoder)
     with ray_session(settings.ray):
         # Trials read the features' files and get a plain config: a small, light closure.
-        scaling = scaling_for(1, settings.train.cpus_per_worker, settings.train.use_gpu)
+        scaling = scaling_for(1, settings.train.cpus_per_worker, settings.train.use_gpu,
+                              elastic=joins_cluster(settings.ray))
         bases = {f.family.name: trial_config(settings, {}, f, epochs=cfg.max_epochs)
                  | {"threads": scaling.cpus_per_worker, "use_gpu": scaling.use_gpu}
                  for f in made.candidates}

@@ -302,3 +302,24 @@ def test_streaming_trials_leave_ray_data_a_cpu(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 1.0})
     with pytest.raises(UserError, match=r"give Ray at least 2 \(ray.num_cpus, now 1\)"):
         _concurrency(2, 1, streamed=True)
+
+
+def test_scaling_shrinks_to_one_machine_and_stands_on_a_cluster(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four 2-CPU workers on a 2-CPU machine become one; on a cluster whose autoscaler
+    starts from no workers, the request stands for it to meet."""
+    import ray
+
+    from components.common.compute import joins_cluster
+    from components.common.settings import RaySettings
+    from components.training.ray_train import Scaling, scaling_for
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    assert scaling_for(4, 2, "auto") == Scaling(workers=1, cpus_per_worker=2, use_gpu=False)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {})  # the head schedules nothing
+    assert scaling_for(4, 2, True, elastic=True) == Scaling(4, 2, True)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert not joins_cluster(RaySettings())
+    assert joins_cluster(RaySettings(address="ray://head:10001"))
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")  # a RayJob's entrypoint
+    assert joins_cluster(RaySettings())
