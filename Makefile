@@ -6,7 +6,7 @@ STAMP := $(VENV)/.mlcycle-installed
 # checkov, for the chart test, in an environment of its own (constraints-scan.txt says why).
 SCAN_STAMP := .venv-scan/.installed
 
-.PHONY: install scan-env run test test-fast test-images images images-local lint docs clean
+.PHONY: install scan-env run test test-fast test-long test-images images images-local lint docs clean
 
 install: $(STAMP)
 
@@ -28,11 +28,15 @@ $(SCAN_STAMP): constraints-scan.txt
 
 scan-env: $(SCAN_STAMP)
 
+# Within CI's budget on 2 cores: everything but the long cases, which test-long runs.
 test: $(STAMP) $(SCAN_STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not long"
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
+
+test-long: $(STAMP)
+	$(BIN)/python -m pytest -m long
 
 # The images (opt-in, slow): podman or docker, whichever exists. podman runs with runc
 # and cgroupfs (crun fails on some kernels' cgroups) and the sandbox's ulimits.

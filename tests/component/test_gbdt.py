@@ -60,6 +60,7 @@ def _prepared(kind: str, root: Path, **overrides: object) -> tuple[Settings, Fea
     return settings, load_run_features(out / "features", *splits), out
 
 
+@pytest.mark.long
 def test_trees_on_two_workers_match_one(tmp_path: Path) -> None:
     settings, made, _ = _prepared("steps", tmp_path, train={"gbdt": {"rounds": 300}})
     features = made.pick("gbdt")

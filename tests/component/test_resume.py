@@ -40,6 +40,7 @@ def _kill_a_worker_after_a_checkpoint(run_dir: Path, killed: list[int]) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.long
 def test_killed_worker_resumes_from_checkpoint(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(600, 6)).astype(np.float32)

@@ -58,6 +58,7 @@ def test_tune_picks_the_best_trial_by_the_configured_metric(scenario: Path,
         assert {"train_loss", "val_loss", "lr", "samples_per_s"} <= set(run.data.metrics)
 
 
+@pytest.mark.long
 def test_trials_that_stream_through_ray_data_leave_it_a_cpu(scenario: Path,
                                                            tmp_path: Path) -> None:
     """Two streaming trials on two CPUs waited for Ray Data's reads, which had no CPU
