@@ -6,7 +6,7 @@ STAMP := $(VENV)/.mlcycle-installed
 # checkov, for the chart test, in an environment of its own (constraints-scan.txt says why).
 SCAN_STAMP := .venv-scan/.installed
 
-.PHONY: install scan-env run test test-fast test-long test-images images images-local lint docs clean
+.PHONY: install scan-env run test test-fast test-long test-images images images-gpu images-local lint docs clean
 
 install: $(STAMP)
 
@@ -54,6 +54,14 @@ images:
 	  --build-arg TORCH_INDEX=$(TORCH_INDEX) -f images/Containerfile -t ghcr.io/mlcycle/mlcycle:$(IMAGE_TAG) .
 	$(ENGINE) $(ENGINE_FLAGS) build $(BUILD_FLAGS) $(EXTRA_BUILD_FLAGS) --build-arg BASE=$(BASE) \
 	  -f images/Containerfile.mlflow -t ghcr.io/mlcycle/mlflow:$(MLFLOW_TAG) .
+
+# The GPU variant (declared; its CUDA wheels are several GB): torch from a CUDA index and
+# XGBoost's CUDA build, on the same base. The chart's GPU Ray workers take it.
+GPU_TORCH_INDEX ?= https://download.pytorch.org/whl/cu128
+images-gpu:
+	$(ENGINE) $(ENGINE_FLAGS) build $(BUILD_FLAGS) $(EXTRA_BUILD_FLAGS) --build-arg BASE=$(BASE) \
+	  --build-arg TORCH_INDEX=$(GPU_TORCH_INDEX) --build-arg GPU=1 -f images/Containerfile \
+	  -t ghcr.io/mlcycle/mlcycle-gpu:$(IMAGE_TAG) .
 
 # Where no registry image can be pulled: a local base (images/local-base.sh), torch's CPU
 # wheel from the machine's wheel folder, and the machine's CA bundle (a TLS proxy's).
