@@ -46,12 +46,12 @@ def _closed(schema: Any) -> Any:
 
 
 def pods(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    """Every pod spec: a Deployment's template, a bare Pod (the ``helm test`` hook), a
+    """Every pod spec: a Deployment's or StatefulSet's template, a bare Pod (the ``helm test`` hook), a
     RayCluster's head and worker groups, and a RayJob's submitter and own cluster."""
     out = []
     for o in objects:
         name = f"{o['kind']}/{o['metadata']['name']}"
-        if o["kind"] == "Deployment":
+        if o["kind"] in ("Deployment", "StatefulSet"):
             out.append((name, o["spec"]["template"]["spec"]))
         elif o["kind"] == "Pod":
             out.append((name, o["spec"]))
@@ -76,7 +76,7 @@ def assert_restricted(name: str, pod: dict[str, Any]) -> None:
         assert pod["automountServiceAccountToken"] is False, name
     assert not {"hostNetwork", "hostPID", "hostIPC"} & set(pod), name
     assert all("hostPath" not in v for v in pod.get("volumes", [])), name
-    for container in pod["containers"]:
+    for container in [*pod["containers"], *pod.get("initContainers", [])]:
         context = container["securityContext"]
         assert context["allowPrivilegeEscalation"] is False, name
         assert context["readOnlyRootFilesystem"] is True, name

@@ -220,3 +220,46 @@ def test_the_rayjobs_the_steps_submit_fit_the_chart(values_name: str) -> None:
                    and o["metadata"]["name"] == "mlcycle-rayjobs")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pipeline-runner",
                                     "namespace": "kubeflow"}]
+
+
+def test_a_first_install_brings_its_own_store_and_production_does_not() -> None:
+    """By default MLflow's store is the release's PostgreSQL and MinIO, every credential a
+    pod reads from the generated Secret is in it, and only MLflow reaches the database;
+    the production values name a managed store instead."""
+    objects = _render(None)
+    secret = next(o for o in objects if o["kind"] == "Secret"
+                  and o["metadata"]["name"] == "mlcycle-evaluation")["stringData"]
+    for name, pod in pods(objects):
+        for container in [*pod["containers"], *pod.get("initContainers", [])]:
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref and ref["name"] == "mlcycle-evaluation":
+                    assert ref["key"] in secret, (name, ref)
+    assert secret["backend-store-uri"].startswith("postgresql+psycopg://mlflow:")
+    assert secret["backend-store-uri"].endswith("@mlcycle-postgresql:5432/mlflow")
+    assert secret["auth-database-uri"].endswith("/mlflow_auth")
+    kinds = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+    mlflow = kinds["Deployment", "mlcycle-mlflow"]["spec"]["template"]["spec"]
+    bucket = mlflow["initContainers"][0]
+    assert bucket["command"][-2:] == ["mlflow", "http://mlcycle-minio:9000"]
+    env = {e["name"]: e for e in mlflow["containers"][0]["env"]}
+    assert env["MLFLOW_S3_ENDPOINT_URL"]["value"] == "http://mlcycle-minio:9000"
+    assert env["BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"]["name"] == "mlcycle-evaluation"
+    init = kinds["ConfigMap", "mlcycle-postgresql-init"]["data"]
+    assert "CREATE DATABASE mlflow_auth" in init["auth-database.sql"]
+    database = kinds["NetworkPolicy", "mlcycle-postgresql"]["spec"]["ingress"]
+    assert database == [{"from": [{"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "mlcycle", "app.kubernetes.io/instance": "mlcycle",
+        "app.kubernetes.io/component": "mlflow"}}}], "ports": [{"port": 5432,
+                                                                 "protocol": "TCP"}]}]
+    serving = kinds["Deployment", "mlcycle-serving"]["spec"]["template"]["spec"]
+    names = {e["name"] for e in serving["containers"][0]["env"]}
+    assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= names
+
+    production = _render(CHART / "ci" / "production-values.yaml")
+    assert not [o for o in production if o["kind"] == "StatefulSet"]
+    mlflow = next(o for o in production if o["metadata"]["name"] == "mlcycle-mlflow"
+                  and o["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert "initContainers" not in mlflow
+    env = {e["name"]: e for e in mlflow["containers"][0]["env"]}
+    assert env["BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"]["name"] == "mlcycle-mlflow"

@@ -70,9 +70,21 @@ capabilities:
 {{- if .Values.mlflow.enabled }}
 - name: MLCYCLE_REGISTRY__TRACKING_URI
   value: {{ include "mlcycle.trackingUri" . }}
+{{- include "mlcycle.mlflowLogin" . }}
 {{- end }}
 {{- with .Values.env }}
 {{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* With the evaluation store, mlcycle's processes (Ray's too) log in to MLflow as its
+     generated admin. */}}
+{{- define "mlcycle.mlflowLogin" -}}
+{{- if and .Values.evaluation.enabled .Values.mlflow.enabled }}
+- name: MLFLOW_TRACKING_USERNAME
+  valueFrom: {secretKeyRef: {name: {{ include "mlcycle.fullname" . }}-evaluation, key: admin-username}}
+- name: MLFLOW_TRACKING_PASSWORD
+  valueFrom: {secretKeyRef: {name: {{ include "mlcycle.fullname" . }}-evaluation, key: admin-password}}
 {{- end }}
 {{- end }}
 
@@ -106,6 +118,7 @@ env:
     value: /tmp
   - name: RAY_USAGE_STATS_ENABLED
     value: "0"
+  {{- include "mlcycle.mlflowLogin" . | nindent 2 }}
   {{- with .Values.env }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
