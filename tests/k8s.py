@@ -46,8 +46,9 @@ def _closed(schema: Any) -> Any:
 
 
 def pods(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    """Every pod spec: a Deployment's or StatefulSet's template, a bare Pod (the ``helm test`` hook), a
-    RayCluster's head and worker groups, and a RayJob's submitter and own cluster."""
+    """Every pod spec: a Deployment's or StatefulSet's template, a bare Pod (the ``helm
+    test`` hook), a RayCluster's head and worker groups, and a RayJob's submitter and own
+    cluster."""
     out = []
     for o in objects:
         name = f"{o['kind']}/{o['metadata']['name']}"

@@ -175,20 +175,26 @@ def _inputs(settings: Any, prepared: Path, tmp_path: Path) -> Any:
     return StageInputs(tmp_path / "features", *splits)
 
 
+def _train_job(scenario: Path, prepared: Path, tmp_path: Path,
+               best_params: dict[str, Any]) -> tuple[Any, str, Any]:
+    """Settings, the pipeline run's MLflow parent run and what ``dispatch`` returns."""
+    from components.common import tracking
+    from components.training.entry import dispatch
+
+    settings = _settings(scenario, tmp_path)
+    inputs = _inputs(settings, prepared, tmp_path)
+    parent = tracking.start_parent_run(settings, "kuberay")
+    return settings, parent, dispatch(settings, "train", {
+        "mlflow_run_id": parent, "best_params": best_params}, inputs, tmp_path / "model")
+
+
 @pytest.mark.slow
 def test_training_runs_as_a_rayjob_and_its_model_comes_back(
         scenario: Path, prepared_scenario: tuple[Path, dict[str, Any]], tmp_path: Path,
         cluster: FakeCluster) -> None:
     import mlflow
 
-    from components.common import tracking
-    from components.training.entry import dispatch
-
-    settings = _settings(scenario, tmp_path)
-    inputs = _inputs(settings, prepared_scenario[0], tmp_path)
-    parent = tracking.start_parent_run(settings, "kuberay")
-    result = dispatch(settings, "train", {"mlflow_run_id": parent, "best_params": {}},
-                      inputs, tmp_path / "model")
+    settings, parent, result = _train_job(scenario, prepared_scenario[0], tmp_path, {})
 
     [job] = cluster.jobs.values()  # the CRD's schema let it in (the fake refuses otherwise)
     name = job["metadata"]["name"]
@@ -219,16 +225,8 @@ def test_training_runs_as_a_rayjob_and_its_model_comes_back(
 def test_a_failed_job_reports_its_error_and_stays_for_inspection(
         scenario: Path, prepared_scenario: tuple[Path, dict[str, Any]], tmp_path: Path,
         cluster: FakeCluster) -> None:
-    from components.common import tracking
-    from components.training.entry import dispatch
-
-    settings = _settings(scenario, tmp_path)
-    inputs = _inputs(settings, prepared_scenario[0], tmp_path)
-    parent = tracking.start_parent_run(settings, "kuberay")
     with pytest.raises(RuntimeError) as failed:  # a family that was not featurized: a bug
-        dispatch(settings, "train", {"mlflow_run_id": parent,
-                                     "best_params": {"model": "gbdt"}}, inputs,
-                 tmp_path / "model")
+        _train_job(scenario, prepared_scenario[0], tmp_path, {"model": "gbdt"})
     [name] = cluster.jobs
     message = str(failed.value)
     assert f"RayJob team-ml/{name} FAILED (AppFailed" in message
