@@ -249,3 +249,29 @@ def test_a_job_past_its_deadline_is_deleted(
     assert job["metadata"]["namespace"] == "training"
     assert job["spec"]["activeDeadlineSeconds"] == 1
     assert cluster.deleted == [job["metadata"]["name"]]
+
+
+def test_a_job_of_its_own_puts_its_workers_on_the_gpu_nodes(scenario: Path,
+                                                            tmp_path: Path) -> None:
+    from components.common.kuberay import build_rayjob
+    from components.common.settings import Settings
+
+    base = _settings(scenario, tmp_path, worker_pods=2, worker_gpus=1)
+    settings = Settings.model_validate({**base.model_dump(), "cluster": {
+        "node_selector": {"cloud.google.com/gke-accelerator": "nvidia-l4"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
+                         "effect": "NoSchedule"}]}})
+    job = build_rayjob(settings, "train", "mlcycle-train-0a1b2c3d", "ml", "s3://b/p")
+    crd_validators()["ray.io/v1", "RayJob"].validate(job["spec"])
+    own = job["spec"]["rayClusterSpec"]
+    assert own["headGroupSpec"]["rayStartParams"] == {"num-cpus": "0"}  # workers do the work
+    [group] = own["workerGroupSpecs"]
+    pod = group["template"]["spec"]
+    assert (group["groupName"], group["replicas"]) == ("gpu", 2)
+    limits = pod["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == 1
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                   "effect": "NoSchedule"}]
+    head = own["headGroupSpec"]["template"]["spec"]
+    assert "nodeSelector" not in head and "tolerations" not in head  # no GPU for the head
