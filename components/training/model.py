@@ -28,6 +28,8 @@ from components.data.features import (
 from components.training.networks import ModelSpec, build_model
 
 SCORE_ROWS = 8192
+TEXT_GROUP_ROWS = 64
+"""Text rows per encoder call when scoring: similar lengths together, memory bounded."""
 
 
 class Classifier:
@@ -63,8 +65,25 @@ class Classifier:
         if not isinstance(self.module, nn.Module):  # trees: softprob, one column per class
             proba = self.module.inplace_predict(features)
             return np.asarray(proba).reshape(features.shape[0], len(self.classes))
+        if self.spec is not None and self.spec.family == "text":
+            return self._text_proba(features)
         with torch.inference_mode():
             return torch.softmax(self.module(torch.from_numpy(features)), dim=1).numpy()
+
+    def _text_proba(self, features: np.ndarray) -> np.ndarray:
+        """Tokens arrive padded to ``max_length``; the encoder's cost grows with the length
+        it is given. Rows go in groups of similar length, each cut to its longest row
+        (right padding is masked, so the result is the same), rounded up to 8."""
+        lengths = features[:, 1].sum(axis=1)
+        order = np.argsort(lengths, kind="stable")
+        out = np.empty((len(features), len(self.classes)), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(order), TEXT_GROUP_ROWS):
+                rows = order[start:start + TEXT_GROUP_ROWS]
+                width = min(features.shape[2], max(8, -(-int(lengths[rows].max()) // 8) * 8))
+                group = torch.from_numpy(np.ascontiguousarray(features[rows, :, :width]))
+                out[rows] = torch.softmax(self.module(group), dim=1).numpy()
+        return out
 
     def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
         """One row per input: the label and a probability column per class."""

@@ -323,3 +323,27 @@ def test_scaling_shrinks_to_one_machine_and_stands_on_a_cluster(
     assert joins_cluster(RaySettings(address="ray://head:10001"))
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")  # a RayJob's entrypoint
     assert joins_cluster(RaySettings())
+
+
+def test_text_rows_score_the_same_cut_to_their_length() -> None:
+    """Scoring groups text rows by length and cuts each group's padding: the same
+    probabilities as the encoder given every row at full length, in the rows' order."""
+    from components.data.features import FeatureSchema
+    from components.training.model import TEXT_GROUP_ROWS, Classifier
+
+    torch.manual_seed(0)
+    spec = ModelSpec(n_features=2 * 32, n_classes=3, family="text", max_length=32,
+                     pretrained=False)
+    module = build_model(spec).eval()
+    rng = np.random.default_rng(0)
+    rows = TEXT_GROUP_ROWS + 6  # two groups
+    lengths = rng.integers(2, 33, size=rows)
+    ids = rng.integers(1000, 2000, size=(rows, 32))
+    mask = (np.arange(32)[None, :] < lengths[:, None]).astype(np.int64)
+    features = np.stack([ids * mask, mask], axis=1).astype(np.int64)
+    schema = FeatureSchema(target="y", task="multiclass", classes=["a", "b", "c"],
+                           text=["body"])
+    got = Classifier(module, None, schema, spec=spec)._proba(features)
+    with torch.inference_mode():
+        full = torch.softmax(module(torch.from_numpy(features)), dim=1).numpy()
+    np.testing.assert_allclose(got, full, atol=1e-5)
