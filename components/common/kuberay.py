@@ -187,7 +187,7 @@ def submit_stage(settings: Settings, stage: str, args: dict[str, Any],
 
     name = job_name(stage)
     payload = payload_uri(settings, name)
-    remote = json.loads(settings.to_json())
+    remote = json.loads(settings.to_cluster_json())  # shared storage: no literal passwords
     remote["ray"]["mode"] = "local"  # the job's driver runs the stage on its cluster
     for key, path in inputs.items():
         put_folder(path, f"{payload}/in/{key}")

@@ -275,3 +275,19 @@ def test_a_job_of_its_own_puts_its_workers_on_the_gpu_nodes(scenario: Path,
                                    "effect": "NoSchedule"}]
     head = own["headGroupSpec"]["template"]["spec"]
     assert "nodeSelector" not in head and "tolerations" not in head  # no GPU for the head
+
+
+def test_a_password_in_a_uri_never_reaches_shared_storage(scenario: Path,
+                                                          tmp_path: Path) -> None:
+    from components.common.errors import UserError
+    from components.common.kuberay import submit_stage
+    from components.common.settings import Settings
+
+    base = _settings(scenario, tmp_path)
+    settings = Settings.model_validate({**base.model_dump(), "data": {
+        "sources": [{"name": "orders", "table": "orders",
+                     "uri": "postgresql+psycopg://app:hunter2@db/shop"}],
+        "target": "category"}})
+    with pytest.raises(UserError, match=r"write \$\{VAR\} in its place") as refused:
+        submit_stage(settings, "tune", {"mlflow_run_id": "0" * 32}, {}, None)
+    assert "hunter2" not in str(refused.value)
