@@ -178,6 +178,20 @@ def _clients() -> tuple[Any, Any]:
     return client.CustomObjectsApi(), client.CoreV1Api()
 
 
+def stage_job(settings: Settings, stage: str, args: dict[str, Any],
+              inputs: dict[str, Path], name: str) -> str:
+    """Put the job's inputs and description in shared storage; returns its folder, the
+    entrypoint's ``--payload``."""
+    payload = payload_uri(settings, name)
+    remote = json.loads(settings.to_cluster_json())  # shared storage: no literal passwords
+    remote["ray"]["mode"] = "local"  # the job's driver runs the stage on its cluster
+    for key, path in inputs.items():
+        put_folder(path, f"{payload}/in/{key}")
+    write_json(f"{payload}/job.json", {"stage": stage, "args": args,
+                                       "inputs": sorted(inputs), "config": remote})
+    return payload
+
+
 def submit_stage(settings: Settings, stage: str, args: dict[str, Any],
                  inputs: dict[str, Path], out_dir: Path | None,
                  on_status: Callable[[str], None] = print) -> dict[str, Any]:
@@ -186,13 +200,7 @@ def submit_stage(settings: Settings, stage: str, args: dict[str, Any],
     from kubernetes.client.exceptions import ApiException
 
     name = job_name(stage)
-    payload = payload_uri(settings, name)
-    remote = json.loads(settings.to_cluster_json())  # shared storage: no literal passwords
-    remote["ray"]["mode"] = "local"  # the job's driver runs the stage on its cluster
-    for key, path in inputs.items():
-        put_folder(path, f"{payload}/in/{key}")
-    write_json(f"{payload}/job.json", {"stage": stage, "args": args,
-                                       "inputs": sorted(inputs), "config": remote})
+    payload = stage_job(settings, stage, args, inputs, name)
     kr = settings.ray.kuberay
     namespace = _namespace(kr)
     body = build_rayjob(settings, stage, name, namespace, payload)

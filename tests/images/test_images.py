@@ -1,6 +1,6 @@
 """The built images, in containers (``make test-images``; opt-in, slow): the platform
 image runs a compiled pipeline step through kfp.local's DockerRunner (against podman's
-Docker-compatible socket) and serves a registered champion; the MLflow image runs the
+Docker-compatible socket), a RayJob's entrypoint, and serves a registered champion; the MLflow image runs the
 chart's own command. Every container runs as its image's non-root user with a read-only
 root filesystem and a writable /tmp only, as the chart runs them."""
 
@@ -116,6 +116,44 @@ def test_a_compiled_pipeline_step_runs_in_the_image(scenario: Path, tmp_path: Pa
     assert rows["input"] == manifest["rows"] == rows["clean"] + rows["quarantined"]
     train = Path(task.outputs["train"].path)
     assert train.stat().st_size > 0 and train.stat().st_uid == 10001  # written in the image
+
+
+def test_a_rayjob_entrypoint_trains_in_the_image(
+        scenario: Path, prepared_scenario: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    """What a RayJob's head runs (``ray.mode: kuberay``): the entrypoint, in the platform
+    image on a read-only root, reads the job the step staged, trains on Ray and writes the
+    bundle and result back to the shared folder (a mounted path here, S3 on a cluster)."""
+    from components.common import tracking
+    from components.common.kuberay import stage_job
+    from components.training.stage import run_featurize
+    from tests.conftest import FAST
+
+    root = _shared(tmp_path / "root")
+    settings = Settings(workdir=root / "work",
+                        data={"sources": scenario_sources(scenario), "target": "category"},
+                        train={**FAST["train"], "epochs": 3, "model": "tabular"},
+                        ray={"mode": "kuberay", "storage_path": str(root / "shared"),
+                             "num_cpus": 2})
+    prepared = prepared_scenario[0]
+    splits = {"train": prepared / "train.pq", "val": prepared / "val.pq",
+              "transform": prepared / "transform"}
+    run_featurize(settings, *splits.values(), root / "features")
+    parent = tracking.start_parent_run(settings, "image-rayjob")
+    payload = stage_job(settings, "train", {"mlflow_run_id": parent, "best_params": {}},
+                        {"features": root / "features", **splits}, "mlcycle-train-image")
+    _shared(root)
+    done = subprocess.run([*RUN, "--shm-size=512m", "-v", f"{root}:{root}", IMAGE, "python",
+                           "-m", "components.training.entry", "--payload", payload],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    result = json.loads((Path(payload) / "out" / "result.json").read_text())
+    assert result["family"] == "tabular" and result["best_val_loss"] > 0
+    bundle = Path(payload) / "out" / "model"
+    assert (bundle / "weights.pt").stat().st_uid == 10001  # written in the image
+    import mlflow
+
+    run = mlflow.MlflowClient(settings.tracking_uri).get_run(result["mlflow_run_id"])
+    assert run.data.tags["mlflow.parentRunId"] == parent
 
 
 @pytest.fixture(scope="module")
