@@ -1,8 +1,8 @@
 """The built images, in containers (``make test-images``; opt-in, slow): the platform
 image runs a compiled pipeline step through kfp.local's DockerRunner (against podman's
 Docker-compatible socket), a RayJob's entrypoint, and serves a registered champion; the
-MLflow image runs the chart's own command. Every container runs as its image's non-root user with a read-only
-root filesystem and a writable /tmp only, as the chart runs them."""
+MLflow image runs the chart's own command. Every container runs as its image's non-root
+user with a read-only root filesystem and a writable /tmp only, as the chart runs them."""
 
 from __future__ import annotations
 
