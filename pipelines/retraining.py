@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -30,7 +29,8 @@ from pipelines.runner import StageEvent, run_local, submit
 class Plan:
     settings: Settings
     """The retraining run's settings: one source (the table below), the model's name."""
-    table: Path
+    table: str
+    """A path, or a URI under ``retrain.data_uri``."""
     champion: str
     base_rows: int
     labeled_rows: int
@@ -58,18 +58,32 @@ def plan_retrain(settings: Settings) -> Plan:
             f"monitoring.min_labeled_rows ({settings.monitoring.min_labeled_rows}): "
             "retraining needs them; set monitoring.labels to where labels arrive")
     new = _like(labeled, base, settings.data.target)
-    folder = settings.workdir.resolve() / "retrain" / time.strftime("%Y%m%d-%H%M%S")
-    folder.mkdir(parents=True, exist_ok=True)
-    table = folder / "data.parquet"
-    pd.concat([base, new], ignore_index=True).to_parquet(table, index=False)
+    table = write_table(pd.concat([base, new], ignore_index=True), settings)
     tune = {**settings.tune.model_dump(), **settings.retrain.tune}
     data = settings.data.model_copy(update={
-        "sources": [Source(name="retrain", uri=str(table))], "generate": None})
+        "sources": [Source(name="retrain", uri=table)], "generate": None})
     registry = settings.registry.model_copy(update={"model_name": name})
     retrain_settings = Settings.model_validate({
         **settings.model_dump(), "data": data.model_dump(), "tune": tune,
         "registry": registry.model_dump()})
     return Plan(retrain_settings, table, champion, len(base), len(new))
+
+
+def write_table(frame: pd.DataFrame, settings: Settings) -> str:
+    """The retraining table, under ``retrain.data_uri`` (which a Kubeflow run's steps
+    read) or the workdir (which only a local run sees); returns where it went."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    if settings.retrain.data_uri:
+        import fsspec
+
+        uri = f"{settings.retrain.data_uri.rstrip('/')}/{stamp}/data.parquet"
+        with fsspec.open(uri, "wb") as handle:
+            frame.to_parquet(handle, index=False)
+        return uri
+    folder = settings.workdir.resolve() / "retrain" / stamp
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(folder / "data.parquet", index=False)
+    return str(folder / "data.parquet")
 
 
 def _labeled_rows(settings: Settings) -> pd.DataFrame:
@@ -103,8 +117,11 @@ def _like(labeled: pd.DataFrame, base: pd.DataFrame, target: str) -> pd.DataFram
 def run_retrain(settings: Settings, reason: str,
                 on_event: StageEvent | None = None) -> dict[str, Any]:
     """Plan and run (or submit) one retraining; returns its summary."""
+    if settings.retrain.kfp_host and not settings.retrain.data_uri:
+        raise UserError("retrain.kfp_host needs retrain.data_uri: storage (s3://...) the "
+                        "Kubeflow run's steps read the retraining table from")
     plan = plan_retrain(settings)
-    info = {"reason": reason, "champion_before": plan.champion, "table": str(plan.table),
+    info = {"reason": reason, "champion_before": plan.champion, "table": plan.table,
             "rows": {"champion_data": plan.base_rows, "labeled_production": plan.labeled_rows}}
     if settings.retrain.kfp_host:
         return {**info, **submit(plan.settings, settings.retrain.kfp_host, "retrain")}

@@ -361,6 +361,9 @@ class RetrainSettings(_Strict):
                       "`/alerts` (an Alertmanager webhook receiver), `/status` and `/healthz`.")
     kfp_host: str | None = Field(default=None, description="Kubeflow Pipelines API to "
                                  "submit retraining runs to; run locally when unset.")
+    data_uri: str | None = Field(default=None, description="Where a retraining run's table "
+                                 "is written (`s3://bucket/prefix`): somewhere the pipeline's "
+                                 "steps read, needed with `kfp_host`. The workdir when unset.")
 
     @field_validator("tune")
     @classmethod

@@ -43,3 +43,29 @@ def test_s3_sources_read_like_local_files(scenario: Path, tmp_path: Path, s3_end
                   PreparedPaths.under(tmp_path / "b"))
     for key in ("rows", "splits", "quarantine_reasons", "joins", "pii", "fingerprint"):
         assert got[key] == expected[key], key
+
+
+def test_a_retraining_table_goes_to_shared_storage(tmp_path: Path, s3_endpoint: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``retrain.data_uri`` the table lands in the bucket, where a Kubeflow run's
+    steps read it as their one source; without, in the workdir."""
+    import boto3
+    import pandas as pd
+    import s3fs
+
+    from components.common.settings import Settings
+    from pipelines.retraining import write_table
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    s3fs.S3FileSystem.clear_instance_cache()
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="ml-tables")
+    frame = pd.DataFrame({"x": [1.5, 2.5], "category": ["a", "b"]})
+    settings = Settings(workdir=tmp_path, data={"sources": [{"name": "a", "uri": "a.csv"}],
+                                                "target": "category"},
+                        retrain={"data_uri": "s3://ml-tables/retrain/"})
+    uri = write_table(frame, settings)
+    assert uri.startswith("s3://ml-tables/retrain/") and uri.endswith("/data.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(uri), frame)
+    local = write_table(frame, settings.model_copy(update={
+        "retrain": settings.retrain.model_copy(update={"data_uri": None})}))
+    assert local.startswith(str(tmp_path / "retrain"))

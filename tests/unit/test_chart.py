@@ -129,6 +129,8 @@ def test_the_chart_speaks_mlcycle_s_settings_and_commands(
             assert port == listens, name  # the port the process listens on is the one exposed
             if container["command"][1] == "trigger":
                 assert settings.retrain.kfp_host == "http://ml-pipeline.kubeflow:8888"
+                if values_file and values_file.stem == "production-values":
+                    assert settings.retrain.data_uri == "s3://ml/retrain"
     for command in commands:  # each is a real command taking the options the chart passes
         done = subprocess.run([sys.executable, "-m", "pipelines.cli", command, "--help"],
                               capture_output=True, text=True, timeout=120)

@@ -8,6 +8,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from components.common.settings import Settings
 from pipelines.trigger import Trigger
 
@@ -110,3 +112,15 @@ def test_a_retraining_on_a_cluster_is_submitted_to_kubeflow_with_its_settings(
     assert run["pipeline_spec"]["pipelineInfo"]["name"] == RETRAIN_NAME
     config = run["runtime_config"]["parameters"]["config_json"]
     assert Settings.from_json(config).to_json() == settings.to_json()  # sources resolved
+
+
+def test_a_kubeflow_retraining_needs_storage_its_steps_read(tmp_path: Path) -> None:
+    """The table a retraining trains on must be where the Kubeflow run's steps are: with
+    ``retrain.kfp_host`` and no ``retrain.data_uri`` nothing is planned or submitted."""
+    from components.common.errors import UserError
+    from pipelines.retraining import run_retrain
+
+    settings = _settings(tmp_path, kfp_host="http://ml-pipeline.kubeflow:8888")
+    with pytest.raises(UserError, match=r"retrain\.kfp_host needs retrain\.data_uri"):
+        run_retrain(settings, "drift")
+    assert not (tmp_path / "retrain").exists()
