@@ -218,14 +218,33 @@ def _champion(settings: Settings, name: str) -> str | None:
     return None if version is None else f"models:/{name}@champion = v{version}"
 
 
+def _champion_or_none(settings: Settings) -> str | None:
+    """``_champion``, with a registry that does not answer yet (it may start after the
+    endpoint's pod) counted as no champion."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _champion(settings, settings.model_name)
+    except (MlflowException, OSError) as exc:
+        console.print(f"the registry did not answer: {exc}")
+        return None
+
+
 @app.command()
 def serve(
     config: ConfigOpt = None,
     port: Annotated[int | None, typer.Option(help="Port; serving.port when omitted.")] = None,
     stop: Annotated[bool, typer.Option("--stop", help="Stop the background endpoint.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Without a champion yet, wait for one "
+                                       "(probes: alive, not ready) rather than exit.")] = False,
 ) -> None:
     """Serve the champion in the foreground (Ctrl-C stops), or stop the background one."""
-    from components.serving.deploy import serve_command, serve_env, stop_endpoint
+    from components.serving.deploy import (
+        serve_command,
+        serve_env,
+        stop_endpoint,
+        wait_for_champion,
+    )
 
     try:
         settings = _settings(config)
@@ -236,10 +255,14 @@ def serve(
         console.print(f"stopped {stopped.url} (pid {stopped.pid})" if stopped
                       else "no endpoint was running")
         return
-    if _champion(settings, settings.model_name) is None:
-        raise _fail(f"no champion for {settings.model_name!r} yet; run mlcycle run first")
-    uri = f"models:/{settings.model_name}@champion"
     port = port or settings.serving.port
+    if _champion(settings, settings.model_name) is None:
+        if not wait:
+            raise _fail(f"no champion for {settings.model_name!r} yet; run mlcycle run first")
+        console.print(f"waiting for a champion of {settings.model_name!r}")
+        wait_for_champion(settings.serving.host, port,
+                          lambda: _champion_or_none(settings) is not None)
+    uri = f"models:/{settings.model_name}@champion"
     console.print(f"serving {uri} on http://{settings.serving.host}:{port} (Ctrl-C stops)")
     # BentoML takes this process's place: as a container's PID 1 it receives SIGTERM
     # itself and drains the requests in flight (a parent left waiting as PID 1 would

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -125,6 +126,38 @@ def serve_env(settings: Settings, model_uri: str) -> dict[str, str]:
     return {**os.environ, "MLCYCLE_MODEL_URI": model_uri,
             "MLCYCLE_SERVING": json.dumps(config), "MLFLOW_TRACKING_URI": settings.tracking_uri,
             "BENTOML_HOME": str(workdir / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
+
+
+def wait_for_champion(host: str, port: int, has_champion: Callable[[], bool],
+                      poll_s: float = 10.0) -> None:
+    """Until ``has_champion()``, answer the probes on the endpoint's port: alive
+    (``/livez``, ``/healthz``) but not ready (503). A Deployment installed before any
+    training then waits for the first champion rather than restarting; SIGTERM ends it."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Probes(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            alive = self.path.split("?")[0] in ("/livez", "/healthz")
+            body = b"alive" if alive else b"no champion yet"
+            self.send_response(200 if alive else 503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # as PID 1, too
+    server = ThreadingHTTPServer((host, port), Probes)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        while not has_champion():
+            time.sleep(poll_s)
+    finally:
+        server.shutdown()
+        server.server_close()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def prediction_log_dir(workdir: Path) -> Path:

@@ -108,3 +108,27 @@ def test_models_commands(registry: tuple[object, Path]) -> None:
     assert bad.exit_code == 2 and "has no version 7" in bad.output
     other = runner.invoke(app, ["models", "list", "-c", str(config), "--name", "nope"])
     assert other.exit_code == 2 and "no registered model 'nope'" in other.output
+
+
+def test_an_endpoint_without_a_champion_waits_alive_and_not_ready() -> None:
+    """``mlcycle serve --wait`` (the chart's endpoint): before a first champion the port
+    answers the probes, alive but not ready, and the wait ends when one appears."""
+    import httpx
+
+    from components.serving.deploy import wait_for_champion
+    from tests.conftest import free_port
+
+    port = free_port()
+    seen: list[tuple[int, int]] = []
+
+    def has_champion() -> bool:
+        if len(seen) < 2:  # the probes, as the kubelet asks them, while there is none
+            seen.append((httpx.get(f"http://127.0.0.1:{port}/livez").status_code,
+                         httpx.get(f"http://127.0.0.1:{port}/readyz").status_code))
+            return False
+        return True
+
+    wait_for_champion("127.0.0.1", port, has_champion, poll_s=0.01)
+    assert seen == [(200, 503), (200, 503)]
+    with pytest.raises(httpx.ConnectError):  # the port is free for BentoML
+        httpx.get(f"http://127.0.0.1:{port}/livez", timeout=2)
