@@ -256,7 +256,9 @@ def serve(
                       else "no endpoint was running")
         return
     port = port or settings.serving.port
-    if _champion(settings, settings.model_name) is None:
+    # Waiting, a registry that does not answer yet is no champion yet, not a crash.
+    champion = _champion_or_none(settings) if wait else _champion(settings, settings.model_name)
+    if champion is None:
         if not wait:
             raise _fail(f"no champion for {settings.model_name!r} yet; run mlcycle run first")
         console.print(f"waiting for a champion of {settings.model_name!r}")

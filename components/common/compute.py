@@ -69,10 +69,10 @@ def _worker_setup() -> None:
     ).setLevel(logging.ERROR)
 
 
-def joins_cluster(settings: RaySettings) -> bool:
-    """Whether a stage joins a running Ray cluster (``ray.address``, or a RayJob's own
-    ``RAY_ADDRESS``) rather than starting Ray on this machine."""
-    return bool(settings.address or os.environ.get("RAY_ADDRESS"))
+def cluster_address(settings: RaySettings) -> str | None:
+    """The running Ray cluster a stage joins (``ray.address``, or a RayJob's own
+    ``RAY_ADDRESS``); None: it starts Ray on this machine."""
+    return settings.address or os.environ.get("RAY_ADDRESS") or None
 
 
 @contextmanager
@@ -90,8 +90,9 @@ def ray_session(settings: RaySettings, train: bool = False) -> Iterator[int]:
         kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
         if train:
             kwargs["runtime_env"] = {"worker_process_setup_hook": _worker_setup}
-        if joins_cluster(settings):  # a RayJob's driver finds its cluster in RAY_ADDRESS
-            ray.init(address=settings.address or os.environ["RAY_ADDRESS"], **kwargs)
+        address = cluster_address(settings)
+        if address:
+            ray.init(address=address, **kwargs)
         else:
             num_cpus = settings.num_cpus or os.cpu_count() or 1
             ray.init(num_cpus=num_cpus, **kwargs)

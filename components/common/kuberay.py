@@ -2,10 +2,11 @@
 
 The step stages its inputs in shared storage (``ray.storage_path``), submits a RayJob
 whose entrypoint runs the same stage function local mode runs (``components.training
-.entry``), waits for it with a deadline, and takes the outputs back from storage and the
-run from MLflow. A failed job's reason and the last lines of its log become the step's
-error; a job past its deadline is deleted. The token of a cluster with ``authOptions:
-token`` reaches the submitter from KubeRay itself (1.5.1+).
+.entry``, which logs to MLflow as it does locally), waits for it with a deadline, and
+takes the result and the model bundle back from storage. A failed job's reason and its
+own error (or the last lines of its log) become the step's error; a job past its
+deadline is deleted. The token of a cluster with ``authOptions: token`` reaches the
+submitter from KubeRay itself (1.5.1+).
 """
 
 from __future__ import annotations
@@ -214,13 +215,13 @@ def submit_stage(settings: Settings, stage: str, args: dict[str, Any],
     status = _wait(jobs, namespace, name, kr, on_status)
     if status.get("jobDeploymentStatus") != "Complete" or status.get("jobStatus") != "SUCCEEDED":
         error = _job_error(payload)
-        lines = _submitter_log(core, namespace, name)
+        if error and error.get("user_error"):
+            raise UserError(error["message"])
         where = f"RayJob {namespace}/{name} {status.get('jobStatus') or 'did not run'}"
         reason = f" ({status.get('reason')}: {status.get('message', '')})" \
             if status.get("reason") else ""
-        if error and error.get("user_error"):
-            raise UserError(error["message"])
-        detail = error["message"] if error else "\n".join(lines[-LOG_LINES:])
+        # The stage's own error when it wrote one; else the submitter's log says why.
+        detail = error["message"] if error else "\n".join(_submitter_log(core, namespace, name))
         raise RuntimeError(f"{where}{reason}\n{detail}")
     result = read_json(f"{payload}/out/result.json")
     if out_dir is not None:

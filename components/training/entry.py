@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,10 +29,6 @@ class StageInputs:
     train: Path
     val: Path
     transform: Path
-
-    def as_dict(self) -> dict[str, Path]:
-        return {"features": self.features, "train": self.train, "val": self.val,
-                "transform": self.transform}
 
 
 def run_stage(settings: Settings, stage: Stage, args: dict[str, Any], inputs: StageInputs,
@@ -56,7 +52,7 @@ def dispatch(settings: Settings, stage: Stage, args: dict[str, Any], inputs: Sta
     if settings.ray.mode == "kuberay":
         from components.common.kuberay import submit_stage
 
-        return submit_stage(settings, stage, args, inputs.as_dict(), out_dir)
+        return submit_stage(settings, stage, args, asdict(inputs), out_dir)
     return run_stage(settings, stage, args, inputs, out_dir)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from components.common import tracking
-from components.common.compute import joins_cluster, ray_session
+from components.common.compute import cluster_address, ray_session
 from components.common.policy import learning_rate, with_params
 from components.common.settings import Settings
 from components.data.prepared import PreparedData
@@ -76,7 +76,8 @@ def run_train(settings: Settings, mlflow_run_id: str, best_params: dict[str, Any
     config["mlflow"] = {"tracking_uri": settings.tracking_uri, "run_id": run_id}
     with ray_session(settings.ray, train=True):
         scaling = scaling_for(settings.train.workers, settings.train.cpus_per_worker,
-                              settings.train.use_gpu, elastic=joins_cluster(settings.ray))
+                              settings.train.use_gpu,
+                              elastic=cluster_address(settings.ray) is not None)
         outcome = run_training(config, scaling, settings.ray_storage, name=f"train-{run_id}",
                                max_failures=settings.train.max_failures)
     spec = ModelSpec(**config["spec"])

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from components.common import tracking
-from components.common.compute import joins_cluster, ray_session
+from components.common.compute import cluster_address, ray_session
 from components.common.errors import UserError
 from components.common.policy import TUNABLE, own_params, search_space, with_params
 from components.common.settings import Settings
@@ -86,7 +86,7 @@ def search(settings: Settings, mlflow_run_id: str, made: FeatureSet) -> Any:
     with ray_session(settings.ray):
         # Trials read the features' files and get a plain config: a small, light closure.
         scaling = scaling_for(1, settings.train.cpus_per_worker, settings.train.use_gpu,
-                              elastic=joins_cluster(settings.ray))
+                              elastic=cluster_address(settings.ray) is not None)
         bases = {f.family.name: trial_config(settings, {}, f, epochs=cfg.max_epochs)
                  | {"threads": scaling.cpus_per_worker, "use_gpu": scaling.use_gpu}
                  for f in made.candidates}

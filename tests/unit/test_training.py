@@ -310,7 +310,7 @@ def test_scaling_shrinks_to_one_machine_and_stands_on_a_cluster(
     starts from no workers, the request stands for it to meet."""
     import ray
 
-    from components.common.compute import joins_cluster
+    from components.common.compute import cluster_address
     from components.common.settings import RaySettings
     from components.training.ray_train import Scaling, scaling_for
 
@@ -319,10 +319,10 @@ def test_scaling_shrinks_to_one_machine_and_stands_on_a_cluster(
     monkeypatch.setattr(ray, "cluster_resources", lambda: {})  # the head schedules nothing
     assert scaling_for(4, 2, True, elastic=True) == Scaling(4, 2, True)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    assert not joins_cluster(RaySettings())
-    assert joins_cluster(RaySettings(address="ray://head:10001"))
+    assert cluster_address(RaySettings()) is None
+    assert cluster_address(RaySettings(address="ray://head:10001")) == "ray://head:10001"
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")  # a RayJob's entrypoint
-    assert joins_cluster(RaySettings())
+    assert cluster_address(RaySettings()) == "10.0.0.5:6379"
 
 
 def test_text_rows_score_the_same_cut_to_their_length() -> None:
