@@ -6,7 +6,7 @@ STAMP := $(VENV)/.mlcycle-installed
 # checkov, for the chart test, in an environment of its own (constraints-scan.txt says why).
 SCAN_STAMP := .venv-scan/.installed
 
-.PHONY: install scan-env run test test-fast test-long test-images images images-gpu images-local lint docs clean
+.PHONY: install scan-env run test test-fast test-long test-images images serving-image images-gpu images-local lint docs clean
 
 install: $(STAMP)
 
@@ -49,11 +49,23 @@ EXTRA_BUILD_FLAGS ?=
 IMAGE_TAG ?= 0.1.0
 MLFLOW_TAG ?= 3.17.2
 
-images:
+images: serving-image
 	$(ENGINE) $(ENGINE_FLAGS) build $(BUILD_FLAGS) $(EXTRA_BUILD_FLAGS) --build-arg BASE=$(BASE) \
 	  --build-arg TORCH_INDEX=$(TORCH_INDEX) -f images/Containerfile -t ghcr.io/mlcycle/mlcycle:$(IMAGE_TAG) .
 	$(ENGINE) $(ENGINE_FLAGS) build $(BUILD_FLAGS) $(EXTRA_BUILD_FLAGS) --build-arg BASE=$(BASE) \
 	  -f images/Containerfile.mlflow -t ghcr.io/mlcycle/mlflow:$(MLFLOW_TAG) .
+
+# The endpoint's image, BentoML's own build: `bentoml build` with BENTOFILE, then the
+# Dockerfile BentoML wrote into the bento, built in the bento (what `bentoml containerize`
+# does with docker). BENTOML_HOME keeps the bento store inside the checkout.
+BENTOFILE ?= bentofile.yaml
+BENTO_STORE := build/bentoml
+serving-image: $(STAMP)
+	$(BIN)/python images/serving_requirements.py --check
+	BENTOML_HOME=$(CURDIR)/$(BENTO_STORE) BENTOML_DO_NOT_TRACK=True $(BIN)/bentoml build -f $(BENTOFILE) .
+	bento=$$(COLUMNS=10000 BENTOML_HOME=$(CURDIR)/$(BENTO_STORE) $(BIN)/bentoml get mlcycle-serving:latest -o path) && \
+	  $(ENGINE) $(ENGINE_FLAGS) build $(BUILD_FLAGS) $(EXTRA_BUILD_FLAGS) $(SERVING_BUILD_FLAGS) \
+	    -f $$bento/env/docker/Dockerfile -t ghcr.io/mlcycle/mlcycle-serving:$(IMAGE_TAG) $$bento
 
 # The GPU variant (declared; its CUDA wheels are several GB): torch from a CUDA index and
 # XGBoost's CUDA build, on the same base. The chart's GPU Ray workers take it.
@@ -65,9 +77,14 @@ images-gpu:
 
 # Where no registry image can be pulled: a local base (images/local-base.sh), torch's CPU
 # wheel from the machine's wheel folder, and the machine's CA bundle (a TLS proxy's).
+# The bento's Dockerfile starts from python:3.11-slim, so the stand-in is tagged as that too,
+# and its bento is built from a variant of bentofile.yaml (images/local_bentofile.py).
 images-local:
 	images/local-base.sh localhost/python:3.11-slim-bookworm
+	$(ENGINE) tag localhost/python:3.11-slim-bookworm docker.io/library/python:3.11-slim
+	$(BIN)/python images/local_bentofile.py build/bentofile.local.yaml
 	$(MAKE) images BASE=localhost/python:3.11-slim-bookworm TORCH_INDEX= \
+	  BENTOFILE=build/bentofile.local.yaml SERVING_BUILD_FLAGS=--pull=never \
 	  EXTRA_BUILD_FLAGS="-v /opt/wheels:/opt/wheels:ro --build-arg PIP_FIND_LINKS=/opt/wheels \
 	  -v /etc/ssl/certs:/etc/ssl/certs:ro --build-arg PIP_CERT=/etc/ssl/certs/ca-certificates.crt"
 

@@ -41,8 +41,8 @@ SERVING_ENV = "MLCYCLE_SERVING"
 
 log = logging.getLogger("mlcycle.serving")
 MODEL_URI = os.environ.get(MODEL_URI_ENV, "")
-if not MODEL_URI:
-    raise RuntimeError(f"set {MODEL_URI_ENV} to the model to serve")
+"""Unset only where the service is imported without serving (``bentoml build``): the
+request model is then an empty row, and ``Model`` refuses to start."""
 _CONFIG = json.loads(os.environ.get(SERVING_ENV) or "{}")
 SETTINGS = ServingSettings(**_CONFIG.get("serving", {}))
 
@@ -65,7 +65,7 @@ def _input_schema(uri: str) -> Any:
     return signature.inputs if signature else None
 
 
-INPUT_SCHEMA = _input_schema(MODEL_URI)
+INPUT_SCHEMA = _input_schema(MODEL_URI) if MODEL_URI else None
 Row = row_model(INPUT_SCHEMA)
 
 
@@ -119,6 +119,8 @@ class Model:
     """The model, behind a batchable API, following the alias."""
 
     def __init__(self) -> None:
+        if not MODEL_URI:
+            raise RuntimeError(f"set {MODEL_URI_ENV} to the model to serve")
         version = _version_of(MODEL_URI)
         uri = f"models:/{NAME}/{version}" if ALIAS and version else MODEL_URI
         self.served = load_checked(uri, version)

@@ -1,7 +1,7 @@
 """The built images, in containers (``make test-images``; opt-in, slow): the platform
 image runs a compiled pipeline step through kfp.local's DockerRunner (against podman's
-Docker-compatible socket), a RayJob's entrypoint, and serves a registered champion; the
-MLflow image runs the chart's own command. Every container runs as its image's non-root
+Docker-compatible socket) and a RayJob's entrypoint; BentoML's serving image and the
+MLflow image run the chart's own commands. Every container runs as its image's non-root
 user with a read-only root filesystem and a writable /tmp only, as the chart runs them."""
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 
 ENGINE = shlex.split(os.environ.get("ENGINE", "podman --runtime runc --cgroup-manager=cgroupfs"))
 MLFLOW_IMAGE = f"ghcr.io/mlcycle/mlflow:{os.environ.get('MLFLOW_TAG', '3.17.2')}"
+SERVING_IMAGE = f"ghcr.io/mlcycle/mlcycle-serving:{os.environ.get('IMAGE_TAG', '0.1.0')}"
 RUN = [*ENGINE, "run", "--rm", "--read-only", "--tmpfs", "/tmp", "--network=host",
        "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
 CHART = Path(__file__).resolve().parents[2] / "charts" / "mlcycle"
@@ -171,13 +172,48 @@ def champion(scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     return {"settings": settings, "config": config, "root": root, "test": pair["test"]}
 
 
-def test_the_endpoint_serves_the_champion_from_the_image(champion: dict[str, Any]) -> None:
+def _chart_container(deployment: str) -> dict[str, Any]:
+    """A container of the chart's Deployment, as rendered with the default values."""
+    import helm_python as helm
+
+    rendered = helm.Chart.load(CHART).render(None, name="mlcycle", namespace="ml")
+    objects = [d for path, text in rendered.items() if path.endswith(".yaml")
+               for d in yaml.safe_load_all(text) if d]
+    found = next(o for o in objects if o["kind"] == "Deployment"
+                 and o["metadata"]["name"] == deployment)
+    container: dict[str, Any] = found["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def test_the_serving_image_is_the_bento_s_and_holds_no_development_tools() -> None:
+    """BentoML's image of the bento: mlcycle's code from the bento, the locked runtime set
+    (CPU torch), none of the lock's development tools."""
+    done = subprocess.run([*RUN, "--user", "10001:10001", SERVING_IMAGE, "sh", "-c",
+                           "touch /x 2>/dev/null && echo writable || echo read-only; python -c "
+                           "'import importlib.util as u, services.inference.service as s, torch;"
+                           " print(s.__file__, torch.__version__,"
+                           " [m for m in (\"pytest\", \"ruff\", \"moto\") if u.find_spec(m)])'"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    root, found = done.stdout.split("\n")[:2]
+    assert root == "read-only"
+    assert found.split(" ", 2) == ["/home/bentoml/bento/src/services/inference/service.py",
+                                   "2.13.0+cpu", "[]"]
+
+
+def test_the_serving_image_runs_the_chart_s_endpoint(champion: dict[str, Any]) -> None:
+    """The chart's serving container, as rendered: BentoML's image of the bento, the
+    chart's command (``--wait`` included) and user, a read-only root."""
+    container = _chart_container("mlcycle-serving")
+    assert container["image"] == SERVING_IMAGE
     port = free_port()
     root = champion["root"]
+    command = [str(champion["config"]) if part == "/etc/mlcycle/config.yaml" else
+               str(port) if part == "3000" else part for part in container["command"]]
     name = f"mlcycle-serve-{port}"
     proc = subprocess.Popen(
-        [*RUN, "--name", name, "-v", f"{root}:{root}", "-e", "MLCYCLE_SERVING__HOST=127.0.0.1",
-         IMAGE, "mlcycle", "serve", "--config", str(champion["config"]), "--port", str(port)],
+        [*RUN, "--name", name, "--user", "10001:10001", "-v", f"{root}:{root}",
+         "-e", "MLCYCLE_SERVING__HOST=127.0.0.1", SERVING_IMAGE, *command],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         _wait(f"http://127.0.0.1:{port}/readyz", proc)
@@ -202,14 +238,7 @@ def test_the_endpoint_serves_the_champion_from_the_image(champion: dict[str, Any
 def test_the_mlflow_image_runs_the_chart_s_command(tmp_path: Path) -> None:
     """The chart's MLflow container, as rendered: its command, with the Secret's keys as
     environment (SQLite standing in for PostgreSQL), on a read-only root."""
-    import helm_python as helm
-
-    rendered = helm.Chart.load(CHART).render(None, name="mlcycle", namespace="ml")
-    objects = [d for path, text in rendered.items() if path.endswith(".yaml")
-               for d in yaml.safe_load_all(text) if d]
-    deployment = next(o for o in objects if o["kind"] == "Deployment"
-                      and o["metadata"]["name"] == "mlcycle-mlflow")
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container = _chart_container("mlcycle-mlflow")
     port = free_port()
     command = container["command"][-1].replace("--port 5000", f"--port {port}").replace(
         "--host 0.0.0.0", "--host 127.0.0.1")

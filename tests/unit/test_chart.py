@@ -111,10 +111,13 @@ def test_the_chart_speaks_mlcycle_s_settings_and_commands(
     commands: dict[str, set[str]] = {}
     for name, pod in pods(objects):
         for container in pod["containers"]:
-            if container.get("command", [""])[0] != "mlcycle":
+            command = container.get("command", [""])
+            if command[:3] == ["python", "-m", "pipelines.cli"]:  # the bento's image
+                command = ["mlcycle", *command[3:]]
+            if command[0] != "mlcycle":
                 continue
-            commands.setdefault(container["command"][1], set()).update(
-                a for a in container["command"] if a.startswith("--"))
+            commands.setdefault(command[1], set()).update(
+                a for a in command if a.startswith("--"))
             with monkeypatch.context() as env:
                 for var in container["env"]:
                     if "value" in var and var["name"].startswith("MLCYCLE_"):
@@ -123,12 +126,11 @@ def test_the_chart_speaks_mlcycle_s_settings_and_commands(
             assert settings.serving.host == "0.0.0.0", name
             assert str(settings.workdir) == "/var/lib/mlcycle", name
             port = {c["name"]: c["containerPort"] for c in container["ports"]}["http"]
-            command = container["command"]
             listens = (int(command[command.index("--port") + 1]) if "--port" in command else
                        {"monitor": settings.monitoring.port,
                         "trigger": settings.retrain.port}[command[1]])
             assert port == listens, name  # the port the process listens on is the one exposed
-            if container["command"][1] == "trigger":
+            if command[1] == "trigger":
                 assert settings.retrain.kfp_host == "http://ml-pipeline.kubeflow:8888"
                 if values_file and values_file.stem == "production-values":
                     assert settings.retrain.data_uri == "s3://ml/retrain"
