@@ -18,6 +18,8 @@ import pandas as pd
 
 from components.common.errors import UserError
 from components.common.settings import Settings, Source
+from components.common.storage import is_remote
+from components.data.sources import expanded, read_source
 from components.monitoring.labels import TRUE_LABEL, join_labels, read_labels, read_log
 from components.registry.aliases import CHAMPION, alias_version
 from components.registry.register import DATA_TAG
@@ -49,7 +51,7 @@ def plan_retrain(settings: Settings) -> Plan:
     if not uris:
         raise UserError(f"{name} v{champion} does not record its training data (registered "
                         "by an older mlcycle); retrain with `mlcycle run`")
-    base = pd.concat([pd.read_parquet(u) for u in json.loads(uris).values()],
+    base = pd.concat([_split(name, uri, settings) for name, uri in json.loads(uris).items()],
                      ignore_index=True)
     labeled = _labeled_rows(settings)
     if len(labeled) < settings.monitoring.min_labeled_rows:
@@ -67,6 +69,23 @@ def plan_retrain(settings: Settings) -> Plan:
         **settings.model_dump(), "data": data.model_dump(), "tune": tune,
         "registry": registry.model_dump()})
     return Plan(retrain_settings, table, champion, len(base), len(new))
+
+
+def _split(name: str, uri: str, settings: Settings) -> pd.DataFrame:
+    """One of the champion's prepared splits, read as a source (a store's error is one
+    line): a Kubeflow run's are its artifacts, in MinIO's ``minio://`` on a default
+    install, which is read through MinIO's S3 API."""
+    options = settings.retrain.artifact_storage
+    if uri.startswith("minio://"):
+        if "endpoint_url" not in options:
+            raise UserError(f"the champion's {name} split is in Kubeflow's MinIO ({uri}): set "
+                            "retrain.artifact_storage.endpoint_url to its S3 API, with key "
+                            "and secret")
+        uri = "s3://" + uri.removeprefix("minio://")
+    storage = {k: expanded(v, f"retrain.artifact_storage.{k}") for k, v in options.items()}
+    source = Source(name=f"champion {name} split", uri=uri, format="parquet",
+                    options={"storage": storage} if is_remote(uri) else {})
+    return read_source(source).frame
 
 
 def write_table(frame: pd.DataFrame, settings: Settings) -> str:

@@ -364,6 +364,12 @@ class RetrainSettings(_Strict):
     data_uri: str | None = Field(default=None, description="Where a retraining run's table "
                                  "is written (`s3://bucket/prefix`): somewhere the pipeline's "
                                  "steps read, needed with `kfp_host`. The workdir when unset.")
+    artifact_storage: dict[str, str] = Field(
+        default_factory=dict, description="fsspec options for reading the champion's "
+        "training splits where Kubeflow stored them. A default Kubeflow install keeps them "
+        "in its MinIO (`minio://` URIs), read through its S3 API: `{endpoint_url: "
+        "http://minio-service.kubeflow:9000, key: ${VAR}, secret: ${VAR}}`; each `${VAR}` "
+        "is read from the environment. Unset: the environment's (AWS_*) for `s3://`.")
 
     @field_validator("tune")
     @classmethod

@@ -59,18 +59,22 @@ def source_format(source: Source) -> str:
     )
 
 
-def expanded_uri(source: Source) -> str:
-    """The URI with each ``${VAR}`` read from the environment, where a Secret puts a
+def expanded(text: str, where: str) -> str:
+    """``text`` with each ``${VAR}`` read from the environment, where a Secret puts a
     password on a cluster; the settings (and every message) keep the reference."""
 
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in os.environ:
-            raise UserError(f"source {source.name!r}: environment variable {name} is not set "
-                            f"(its URI names ${{{name}}})")
+            raise UserError(f"{where}: environment variable {name} is not set "
+                            f"(it names ${{{name}}})")
         return os.environ[name]
 
-    return ENV_REF.sub(value, source.uri)
+    return ENV_REF.sub(value, text)
+
+
+def expanded_uri(source: Source) -> str:
+    return expanded(source.uri, f"source {source.name!r}")
 
 
 @contextlib.contextmanager

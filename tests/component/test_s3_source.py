@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,3 +70,47 @@ def test_a_retraining_table_goes_to_shared_storage(tmp_path: Path, s3_endpoint: 
     local = write_table(frame, settings.model_copy(update={
         "retrain": settings.retrain.model_copy(update={"data_uri": None})}))
     assert local.startswith(str(tmp_path / "retrain"))
+
+
+def test_a_retraining_reads_the_champion_s_splits_from_kubeflow_s_minio(
+        tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A default Kubeflow install records its artifacts as ``minio://`` URIs; the trigger
+    reads them through MinIO's S3 API with ``retrain.artifact_storage`` (credentials as
+    ``${VAR}``), and without that setting refuses in one line before anything is written."""
+    import boto3
+    import mlflow
+    import pandas as pd
+    import s3fs
+
+    from components.common.errors import UserError
+    from components.common.settings import Settings
+    from components.registry.register import DATA_TAG
+    from pipelines.retraining import _split, plan_retrain
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="mlpipeline")
+    frame = pd.DataFrame({"x": [1.5, 2.5, None], "category": ["a", "b", "a"]})
+    key = "v2/artifacts/lifecycle/run-1/prepare-data/train"
+    frame.to_parquet(f"s3://mlpipeline/{key}", storage_options={"endpoint_url": s3_endpoint})
+    monkeypatch.setenv("KFP_MINIO_KEY", "mlcycle-test")
+    storage = {"endpoint_url": s3_endpoint, "key": "${KFP_MINIO_KEY}", "secret": "secret"}
+    settings = Settings(workdir=tmp_path, data={"sources": [{"name": "a", "uri": "a.csv"}],
+                                                "target": "category"},
+                        registry={"model_name": "minio-test"},
+                        retrain={"artifact_storage": storage})
+    got = _split("train", f"minio://mlpipeline/{key}", settings)
+    pd.testing.assert_frame_equal(got, frame)
+
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    client.create_registered_model("minio-test")
+    version = client.create_model_version("minio-test", str(tmp_path), tags={
+        DATA_TAG: json.dumps({"train": f"minio://mlpipeline/{key}"})})
+    client.set_registered_model_alias("minio-test", "champion", version.version)
+    bare = settings.model_copy(update={"retrain": settings.retrain.model_copy(
+        update={"artifact_storage": {}})})
+    with pytest.raises(UserError, match=r"champion's train split is in Kubeflow's MinIO .*"
+                                        r"set retrain\.artifact_storage\.endpoint_url"):
+        plan_retrain(bare)
+    with pytest.raises(UserError, match="served rows have a true label"):  # read; no labels
+        plan_retrain(settings)
+    assert not (tmp_path / "retrain").exists()

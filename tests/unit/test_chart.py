@@ -134,6 +134,15 @@ def test_the_chart_speaks_mlcycle_s_settings_and_commands(
                 assert settings.retrain.kfp_host == "http://ml-pipeline.kubeflow:8888"
                 if values_file and values_file.stem == "production-values":
                     assert settings.retrain.data_uri == "s3://ml/retrain"
+                    # Kubeflow's MinIO keys by reference, from the Secret named in values
+                    assert settings.retrain.artifact_storage == {
+                        "endpoint_url": "http://minio-service.kubeflow:9000",
+                        "key": "${KFP_ARTIFACTS_ACCESS_KEY}",
+                        "secret": "${KFP_ARTIFACTS_SECRET_KEY}"}
+                    refs = {v["name"]: v["valueFrom"]["secretKeyRef"]
+                            for v in container["env"] if "valueFrom" in v}
+                    assert refs["KFP_ARTIFACTS_SECRET_KEY"] == {
+                        "name": "mlpipeline-minio-artifact", "key": "secretkey"}
     for command, options in commands.items():  # real commands taking the chart's options
         done = subprocess.run([sys.executable, "-m", "pipelines.cli", command, "--help"],
                               capture_output=True, text=True, timeout=120)
