@@ -200,6 +200,44 @@ def test_promote_and_rollback_reload_under_load(served: dict[str, Any]) -> None:
 
 
 
+def test_without_batching_one_process_serves_and_follows_the_alias(
+        served: dict[str, Any], tmp_path: Path) -> None:
+    """``serving.batching: false``: the public service holds the model itself (no second
+    service). It answers each client its own rows, follows the alias both ways and stops
+    its reload thread with the server."""
+    settings, client, expected = served["settings"], served["client"], served["expected"]
+    rows = served["rows"]
+    own = Settings(**{**json.loads(settings.to_json()), "workdir": tmp_path / "work",
+                      "registry": {"model_name": "serve-test",
+                                   "tracking_uri": settings.tracking_uri},
+                      "serving": {"port": free_port(), "batching": False,
+                                  "reload_interval_s": 0.5}})
+    endpoint = start_endpoint(own, "models:/serve-test@champion")
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda i: _post(endpoint.url, {"rows": rows[i:i + 5]}),
+                                    range(0, 40, 5)))
+        labels = [p["label"] for a in answers for p in a.json()["predictions"]]
+        assert labels == expected["1"]
+        promote(client, settings.workdir, "serve-test", "2", "unbatched")
+        deadline = time.monotonic() + 60
+        while _post(endpoint.url, {"rows": rows}).json()["model_version"] != "2":
+            assert time.monotonic() < deadline, "never reloaded v2"
+            time.sleep(0.2)
+        assert [p["label"] for p in _post(endpoint.url, {"rows": rows}).json()[
+            "predictions"]] == expected["2"]
+        rollback(client, settings.workdir, "serve-test", None)
+        metrics = httpx.get(f"{endpoint.url}/metrics", timeout=30).text
+        assert 'mlcycle_reloads_total{result="swapped"} 1.0' in metrics
+        servers = [line for line in Path(endpoint.log).read_text().splitlines()
+                   if "Starting production" in line or "Service " in line]
+        assert not any("mlcycle-model" in line for line in servers), servers
+    finally:
+        stop_endpoint(own.workdir)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{endpoint.url}/readyz", timeout=5)
+
+
 def test_generated_requests_get_no_5xx(served: dict[str, Any]) -> None:
     """Schemathesis generates requests from the OpenAPI spec, valid and not: none may
     get a 5xx (a small budget per operation)."""
