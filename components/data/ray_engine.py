@@ -446,6 +446,7 @@ def _run(settings: DataSettings, paths: PreparedPaths, work: Path,
                             promote_options="permissive")
     # Labels as a dictionary (a code a row), not a Python string a row
     keys = keys.set_column(2, target, pc.dictionary_encode(keys.column(target))).to_pandas()
+    _release()  # the Arrow copies of the keys, before the decisions' arrays are made
     dec = decide(keys, settings, columns, plan.dedupe)
     del keys
     repeated = ray.put(dec.repeated)

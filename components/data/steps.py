@@ -481,25 +481,36 @@ def decide(keys: pd.DataFrame, settings: DataSettings, columns: list[str], dedup
     exact = keys[EXACT].to_numpy()
     codes, classes = pd.factorize(keys[target], use_na_sentinel=True)
     codes = codes.astype(np.int32, copy=False)
+    # Each array is let go as soon as it is used: at 10M rows every one is 40-80 MB, and
+    # the driver's peak here was the Ray engine's peak.
     if dedupe:
         # one row per distinct key (copies share their content, the label included)
         order = np.argsort(exact, kind="stable")
         ranked = exact[order]
         first = np.ones(len(ranked), dtype=bool)
         first[1:] = ranked[1:] != ranked[:-1]
+        distinct = ranked[first]
+        del ranked
+        rows = order[first].astype(np.int32 if len(order) < 2**31 else np.int64)
+        del order
         starts = np.flatnonzero(first)
-        distinct, rows = ranked[first], order[first]
-        del order, ranked, first
-        repeated = distinct[np.diff(np.append(starts, len(exact))) > 1]
+        del first
+        repeated = distinct[np.diff(starts, append=len(exact)) > 1]
+        del starts
+        labels = codes[rows]
         near = keys[NEAR].to_numpy()[rows]
+        del rows, codes
         # of each group of near duplicates, the row with the smallest key wins
         by = np.lexsort((distinct, near))
+        near = near[by]
         lead = np.ones(len(by), dtype=bool)
-        lead[1:] = near[by][1:] != near[by][:-1]
-        winners = np.sort(distinct[by][lead])
-        del near, by, lead
+        lead[1:] = near[1:] != near[:-1]
+        del near
+        winners = np.sort(distinct[by[lead]])
+        del by, lead
         kept = in_sorted(distinct, winners)
-        survivors, labels = distinct[kept], codes[rows][kept]
+        survivors, labels = distinct[kept], labels[kept]
+        del distinct, kept
     else:  # every row stays; a row's copies share its key, so they share a split too
         repeated = np.zeros(0, dtype=np.uint64)
         winners = np.unique(exact)
@@ -507,8 +518,10 @@ def decide(keys: pd.DataFrame, settings: DataSettings, columns: list[str], dedup
     sizes = np.bincount(labels, minlength=len(classes))
     rare_codes = np.flatnonzero((sizes > 0) & (sizes < MIN_ROWS_PER_CLASS))
     rare = sorted(str(classes[i]) for i in rare_codes)
-    clean = ~np.isin(labels, rare_codes)
-    survivors, labels = survivors[clean], labels[clean]
+    if len(rare_codes):
+        clean = ~np.isin(labels, rare_codes)
+        survivors, labels = survivors[clean], labels[clean]
+        del clean
     present = np.flatnonzero(np.bincount(labels, minlength=len(classes)))
     if len(present) < 2:
         raise UserError(
@@ -524,11 +537,16 @@ def decide(keys: pd.DataFrame, settings: DataSettings, columns: list[str], dedup
         n_val = max(1, round(len(ranked) * settings.val_size))
         table[code] = ranked[n_test - 1], ranked[n_test + n_val - 1]
         cuts[str(classes[code])] = (float(table[code, 0]), float(table[code, 1]))
-    split = np.where(u <= table[labels, 0], 2, np.where(u <= table[labels, 1], 1, 0))
+        del ranked
+    split = np.zeros(len(u), dtype=np.int8)  # 0 train, 1 validation, 2 test
+    split[u <= table[labels, 1]] = 1
+    split[u <= table[labels, 0]] = 2
+    del u
     train = survivors[split == 0]
     # All training rows up to FIT_ROWS, else a seeded sample of that many.
     pool = np.unique(train)
     fit_keys = np.sort(pool[np.argsort(uniform(pool, settings.seed + 1))[:FIT_ROWS]])
+    del pool
     digest = hashlib.sha256("|".join(columns).encode() + np.sort(train).tobytes())
     balance = np.bincount(labels, minlength=len(classes))
     ranked_classes = sorted(present, key=lambda c: (-balance[c], str(classes[c])))
@@ -553,12 +571,16 @@ def in_sorted(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
 def uniform(keys: np.ndarray, seed: int) -> np.ndarray:
     """A seeded uniform number per row key (splitmix64): the split and the fit sample
     follow row content, not row order, so engines and re-runs agree."""
-    x = keys.astype(np.uint64) ^ np.uint64(seed * 0x9E3779B97F4A7C15 % 2**64)
+    x = keys.astype(np.uint64)  # a copy, then worked in place: one array and a shift
+    x ^= np.uint64(seed * 0x9E3779B97F4A7C15 % 2**64)
     with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    x = x ^ (x >> np.uint64(31))
-    return (x >> np.uint64(11)).astype(np.float64) / 2.0**53
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    x >>= np.uint64(11)
+    return np.multiply(x, 2.0**-53, dtype=np.float64)
 
 
 def assign_split(labels: np.ndarray, u: np.ndarray, cuts: dict[str, tuple[float, float]]

@@ -54,15 +54,20 @@ def _wait(url: str, proc: subprocess.Popen[bytes], seconds: float = 180) -> None
     raise AssertionError(f"{url} did not answer in {seconds} s")
 
 
-def test_the_platform_image_is_non_root_read_only_and_complete() -> None:
-    done = subprocess.run([*RUN, IMAGE, "sh", "-c",
-                           "id -u; touch /x 2>/dev/null && echo writable || echo read-only; "
-                           "command -v gcc cc || echo no-compiler; python -c 'import components,"
-                           " pipelines, services, torch, ray, mlflow, bentoml, evidently, kfp;"
-                           " print(torch.__version__, ray.__version__, mlflow.__version__)'"],
-                          capture_output=True, text=True, timeout=300)
+def _shell(image: str, script: str, *flags: str) -> list[str]:
+    """The lines ``sh -c script`` prints in the image, run as the chart runs it."""
+    done = subprocess.run([*RUN, *flags, image, "sh", "-c", script], capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    uid, root, compiler, versions = done.stdout.split("\n")[:4]
+    return done.stdout.split("\n")
+
+
+def test_the_platform_image_is_non_root_read_only_and_complete() -> None:
+    uid, root, compiler, versions = _shell(
+        IMAGE, "id -u; touch /x 2>/dev/null && echo writable || echo read-only; "
+        "command -v gcc cc || echo no-compiler; python -c 'import components, pipelines,"
+        " services, torch, ray, mlflow, bentoml, evidently, kfp;"
+        " print(torch.__version__, ray.__version__, mlflow.__version__)'")[:4]
     assert uid == "10001" and root == "read-only" and compiler == "no-compiler"
     assert versions.split() == ["2.13.0+cpu", "2.60.0", "3.17.2"]
 
@@ -188,14 +193,12 @@ def _chart_container(deployment: str) -> dict[str, Any]:
 def test_the_serving_image_is_the_bento_s_and_holds_no_development_tools() -> None:
     """BentoML's image of the bento: mlcycle's code from the bento, the locked runtime set
     (CPU torch), none of the lock's development tools."""
-    done = subprocess.run([*RUN, "--user", "10001:10001", SERVING_IMAGE, "sh", "-c",
-                           "touch /x 2>/dev/null && echo writable || echo read-only; python -c "
-                           "'import importlib.util as u, services.inference.service as s, torch;"
-                           " print(s.__file__, torch.__version__,"
-                           " [m for m in (\"pytest\", \"ruff\", \"moto\") if u.find_spec(m)])'"],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    root, found = done.stdout.split("\n")[:2]
+    root, found = _shell(
+        SERVING_IMAGE, "touch /x 2>/dev/null && echo writable || echo read-only; python -c "
+        "'import importlib.util as u, services.inference.service as s, torch;"
+        " print(s.__file__, torch.__version__,"
+        " [m for m in (\"pytest\", \"ruff\", \"moto\") if u.find_spec(m)])'",
+        "--user", "10001:10001")[:2]
     assert root == "read-only"
     assert found.split(" ", 2) == ["/home/bentoml/bento/src/services/inference/service.py",
                                    "2.13.0+cpu", "[]"]
