@@ -54,11 +54,11 @@ def closure(root: str = "mlcycle") -> list[str]:
 
 
 def render() -> str:
-    pins = _pins()
-    missing = [name for name in closure() if name not in pins]
+    pins, names = _pins(), closure()
+    missing = [name for name in names if name not in pins]
     if missing:
         raise SystemExit(f"constraints.txt pins none of {', '.join(missing)}: re-lock it")
-    return HEADER + "".join(f"{pins[name]}\n" for name in closure())
+    return HEADER + "".join(f"{pins[name]}\n" for name in names)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def plan_retrain(settings: Settings) -> Plan:
     if not uris:
         raise UserError(f"{name} v{champion} does not record its training data (registered "
                         "by an older mlcycle); retrain with `mlcycle run`")
-    base = pd.concat([_split(name, uri, settings) for name, uri in json.loads(uris).items()],
+    base = pd.concat([_split(split, uri, settings) for split, uri in json.loads(uris).items()],
                      ignore_index=True)
     labeled = _labeled_rows(settings)
     if len(labeled) < settings.monitoring.min_labeled_rows:
@@ -82,9 +82,10 @@ def _split(name: str, uri: str, settings: Settings) -> pd.DataFrame:
                             "retrain.artifact_storage.endpoint_url to its S3 API, with key "
                             "and secret")
         uri = "s3://" + uri.removeprefix("minio://")
-    storage = {k: expanded(v, f"retrain.artifact_storage.{k}") for k, v in options.items()}
+    storage = ({k: expanded(v, f"retrain.artifact_storage.{k}") for k, v in options.items()}
+               if is_remote(uri) else None)
     source = Source(name=f"champion {name} split", uri=uri, format="parquet",
-                    options={"storage": storage} if is_remote(uri) else {})
+                    options={"storage": storage} if storage else {})
     return read_source(source).frame
 
 

@@ -17,6 +17,17 @@ CRDS = [*(CHART / "charts" / "kuberay-operator" / "crds").glob("*.yaml"),
 """KubeRay's (vendored with its chart) and the Prometheus operator's (vendored for tests)."""
 
 
+def render(values_file: Path | None = None) -> list[dict[str, Any]]:
+    """The chart's objects as ``helm install`` would make them (Helm 4, helm-python-sdk)."""
+    import helm_python as helm
+
+    values = yaml.safe_load(values_file.read_text()) if values_file else None
+    out = helm.Chart.load(CHART).render(values, name="mlcycle", namespace="ml",
+                                        is_install=True)
+    return [doc for path, text in out.items() if path.endswith(".yaml")
+            for doc in yaml.safe_load_all(text) if doc]
+
+
 @functools.cache
 def crd_validators() -> dict[tuple[str, str], jsonschema.Draft7Validator]:
     """(apiVersion, kind) to a validator of its ``spec``, for every served version; the

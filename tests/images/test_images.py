@@ -21,6 +21,7 @@ import yaml
 
 from components.common.settings import IMAGE, Settings
 from tests.conftest import free_port, scenario_sources
+from tests.k8s import render
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not os.environ.get("MLCYCLE_TEST_IMAGES"), reason="opt-in: make test-images")]
@@ -179,12 +180,7 @@ def champion(scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 
 def _chart_container(deployment: str) -> dict[str, Any]:
     """A container of the chart's Deployment, as rendered with the default values."""
-    import helm_python as helm
-
-    rendered = helm.Chart.load(CHART).render(None, name="mlcycle", namespace="ml")
-    objects = [d for path, text in rendered.items() if path.endswith(".yaml")
-               for d in yaml.safe_load_all(text) if d]
-    found = next(o for o in objects if o["kind"] == "Deployment"
+    found = next(o for o in render() if o["kind"] == "Deployment"
                  and o["metadata"]["name"] == deployment)
     container: dict[str, Any] = found["spec"]["template"]["spec"]["containers"][0]
     return container

@@ -9,26 +9,17 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import pytest
 import yaml
 
-from tests.k8s import CHART, assert_restricted, crd_validators, pods
+from tests.k8s import CHART, assert_restricted, crd_validators, pods, render
 
 VALUES = [None, *sorted((CHART / "ci").glob("*.yaml"))]
 KUBE_VERSION = "1.29.0"  # Chart.yaml's kubeVersion floor
 
 helm = pytest.importorskip("helm_python")
-
-
-def _render(values_file: Path | None) -> list[dict[str, Any]]:
-    values = yaml.safe_load(values_file.read_text()) if values_file else None
-    out = helm.Chart.load(CHART).render(values, name="mlcycle", namespace="ml",
-                                        is_install=True)
-    return [doc for path, text in out.items() if path.endswith(".yaml")
-            for doc in yaml.safe_load_all(text) if doc]
 
 
 @pytest.mark.parametrize("values_file", VALUES, ids=lambda f: f.stem if f else "default")
@@ -39,7 +30,7 @@ def test_the_chart_lints_and_renders_valid_objects(values_file: Path | None) -> 
     report = helm.lint(str(CHART), values, strict=True, kube_version=f"v{KUBE_VERSION}")
     assert not report["errors"], report
     assert [m for m in report["messages"] if m["severity"] >= 2] == [], report
-    objects = _render(values_file)
+    objects = render(values_file)
     assert {"Deployment", "Service", "ConfigMap", "PersistentVolumeClaim"} <= {
         o["kind"] for o in objects}
     crds = crd_validators()
@@ -53,12 +44,12 @@ def test_the_chart_lints_and_renders_valid_objects(values_file: Path | None) -> 
 
 @pytest.mark.parametrize("values_file", VALUES, ids=lambda f: f.stem if f else "default")
 def test_every_pod_is_restricted_with_a_read_only_root(values_file: Path | None) -> None:
-    for name, pod in pods(_render(values_file)):
+    for name, pod in pods(render(values_file)):
         assert_restricted(name, pod)
 
 
 def test_the_ray_cluster_has_gpu_workers_token_auth_and_autoscaling() -> None:
-    objects = _render(CHART / "ci" / "gpu-values.yaml")
+    objects = render(CHART / "ci" / "gpu-values.yaml")
     ray = next(o for o in objects if o["kind"] == "RayCluster")["spec"]
     assert ray["authOptions"] == {"mode": "token"} and ray["enableInTreeAutoscaling"]
     assert ray["headGroupSpec"]["serviceType"] == "ClusterIP"
@@ -79,7 +70,7 @@ def test_the_ray_cluster_has_gpu_workers_token_auth_and_autoscaling() -> None:
 
 def test_production_values_turn_on_auth_scaling_and_the_operator_objects() -> None:
     objects = {(o["kind"], o["metadata"]["name"]): o
-               for o in _render(CHART / "ci" / "production-values.yaml")}
+               for o in render(CHART / "ci" / "production-values.yaml")}
     serving = objects["Deployment", "mlcycle-serving"]["spec"]["template"]["spec"]
     env = {e["name"]: e for e in serving["containers"][0]["env"]}
     assert env["MLCYCLE_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "mlcycle-api",
@@ -101,7 +92,7 @@ def test_the_chart_speaks_mlcycle_s_settings_and_commands(
     that environment lands where the chart means it to."""
     from components.common.settings import load_settings
 
-    objects = _render(values_file)
+    objects = render(values_file)
     config = next(o for o in objects if o["kind"] == "ConfigMap")["data"]["config.yaml"]
     path = tmp_path / "config.yaml"
     parsed = yaml.safe_load(config)
@@ -168,7 +159,7 @@ def test_checkov_finds_nothing_unexplained(tmp_path: Path) -> None:
         pytest.skip("checkov's environment is missing: make scan-env (make test makes it)")
     for values_file in VALUES:
         name = values_file.name if values_file else "default.yaml"
-        (tmp_path / name).write_text(yaml.safe_dump_all(_render(values_file)))
+        (tmp_path / name).write_text(yaml.safe_dump_all(render(values_file)))
     done = subprocess.run([str(checkov), "-d", str(tmp_path), "--framework", "kubernetes",
                            "-o", "json", "--quiet", "--skip-download"],
                           capture_output=True, text=True, timeout=600)
@@ -191,7 +182,7 @@ def test_the_rayjobs_the_steps_submit_fit_the_chart(values_name: str) -> None:
     from components.common.kuberay import build_rayjob, payload_uri
     from components.common.settings import Settings
 
-    objects = _render(CHART / "ci" / f"{values_name}.yaml")
+    objects = render(CHART / "ci" / f"{values_name}.yaml")
     config = yaml.safe_load(next(o for o in objects if o["kind"] == "ConfigMap")["data"][
         "config.yaml"])
     settings = Settings.model_validate(config)
@@ -241,7 +232,7 @@ def test_a_first_install_brings_its_own_store_and_production_does_not() -> None:
     """By default MLflow's store is the release's PostgreSQL and MinIO, every credential a
     pod reads from the generated Secret is in it, and only MLflow reaches the database;
     the production values name a managed store instead."""
-    objects = _render(None)
+    objects = render(None)
     secret = next(o for o in objects if o["kind"] == "Secret"
                   and o["metadata"]["name"] == "mlcycle-evaluation")["stringData"]
     for name, pod in pods(objects):
@@ -271,7 +262,7 @@ def test_a_first_install_brings_its_own_store_and_production_does_not() -> None:
     names = {e["name"] for e in serving["containers"][0]["env"]}
     assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= names
 
-    production = _render(CHART / "ci" / "production-values.yaml")
+    production = render(CHART / "ci" / "production-values.yaml")
     assert not [o for o in production if o["kind"] == "StatefulSet"]
     mlflow = next(o for o in production if o["metadata"]["name"] == "mlcycle-mlflow"
                   and o["kind"] == "Deployment")["spec"]["template"]["spec"]
