@@ -123,6 +123,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
     tuning = summary.get("tuning") or {}
     if tuning.get("family"):
         table.add_row("family", f"{tuning['family']}: {tuning.get('why', '')}")
+    training = summary.get("training") or {}
+    if training.get("blend"):
+        table.add_row("model", f"{training['family']}: {training['why']}")
     if summary["metrics"]:
         table.add_row("metrics", ", ".join(f"{k} {v:.3f}" for k, v in summary["metrics"].items()))
     model = summary["model"]

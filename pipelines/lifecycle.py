@@ -19,6 +19,7 @@ PIPELINE_NAME = "mlcycle-lifecycle"
 class LifecycleOutputs(NamedTuple):
     rows: str
     tuning: str
+    training: str
     metrics: str
     model: str
     endpoint: str
@@ -103,6 +104,7 @@ def make_lifecycle(cluster: ClusterSettings | None = None, rayjobs: bool = False
                             transform=data.outputs["transform"])
         place({"deployed": deployed, "drift": drift}, cluster)
         return LifecycleOutputs(rows=data.outputs["rows"], tuning=tasks["tuned"].output,
+                                training=tasks["trained"].outputs["Output"],
                                 metrics=tasks["evaluated"].outputs["Output"],
                                 model=registered.output, endpoint=deployed.output,
                                 drift=drift.outputs["Output"])

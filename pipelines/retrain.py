@@ -15,6 +15,7 @@ RETRAIN_NAME = "mlcycle-retrain"
 class RetrainOutputs(NamedTuple):
     rows: str
     tuning: str
+    training: str
     metrics: str
     model: str
 
@@ -35,6 +36,7 @@ def make_retrain(cluster: ClusterSettings | None = None, rayjobs: bool = False) 
                                    rayjobs)
         return RetrainOutputs(rows=tasks["data"].outputs["rows"],
                               tuning=tasks["tuned"].output,
+                              training=tasks["trained"].outputs["Output"],
                               metrics=tasks["evaluated"].outputs["Output"],
                               model=tasks["registered"].output)
 

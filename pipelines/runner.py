@@ -212,6 +212,7 @@ def build_summary(settings: Settings, outputs: dict[str, Any], run_dir: Path | N
         "model": {k: model.get(k) for k in ("name", "version", "alias", "uri")},
         "gate": model.get("reason"),
         "tuning": _parse(outputs, "tuning"),
+        "training": _parse(outputs, "training"),
         "endpoint": outputs.get("endpoint") or None,
         "drift": {"dataset_drift": drift.get("dataset_drift"),
                   "drifted_share": drift.get("drifted_share")},

@@ -167,6 +167,10 @@ class TrainSettings(_Strict):
         "trees) and tabular (an MLP), gbdt when tuning is off (the MLP for text alone)."
     )
     gbdt: GbdtSettings = Field(default_factory=GbdtSettings)
+    blend: bool = Field(
+        default=True, description="When tuning tried several families (auto on a table), "
+        "train each one's best and serve the mean of their class probabilities; false: "
+        "the best trial's family alone.")
     freeze_encoder: bool = Field(default=False, description="text: train the head only.")
     max_length: int = Field(default=128, ge=8, le=512, description="text: tokens per row.")
     schedule: Literal["constant", "cosine", "onecycle"] = Field(

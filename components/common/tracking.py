@@ -67,7 +67,7 @@ def git_commit(cwd: str | Path | None = None) -> str:
 
 def log_choice(settings: Settings, parent_run_id: str, family: str, why: str,
                scores: dict[str, float]) -> None:
-    """The model family tuning chose and why, on the pipeline's parent run."""
+    """The model family tuning chose (or a blend's) and why, on the pipeline's parent run."""
     import mlflow
     from mlflow.entities import Metric, RunTag
 

@@ -56,7 +56,8 @@ def train_model(
     Args:
         config_json: The resolved mlcycle settings as JSON; train.* sets scaling.
         mlflow_run_id: The pipeline run's MLflow parent run; training is nested under it.
-        best_json: tune_model's result; its params override train.*.
+        best_json: tune_model's result; its params override train.* (each family's
+            with train.blend).
         features: featurize_data's output, the model's inputs.
         train: Clean training rows, streamed by Ray Data with data.engine ray.
         val: Clean validation rows, for early stopping.
@@ -64,7 +65,8 @@ def train_model(
         model: The model bundle: weights, architecture, transform and schema.
 
     Returns:
-        JSON with the best validation loss and epochs run.
+        JSON with the family (each one's, for a blend), its best validation loss and
+        the epochs or rounds run.
     """
     import json
     from pathlib import Path
@@ -73,10 +75,12 @@ def train_model(
     from components.common.settings import Settings
     from components.training.entry import StageInputs, dispatch
 
+    best = json.loads(best_json)
     with reported():
         result = dispatch(Settings.from_json(config_json), "train",
                           {"mlflow_run_id": mlflow_run_id,
-                           "best_params": json.loads(best_json).get("params", {})},
+                           "best_params": best.get("params", {}),
+                           "family_params": best.get("family_params", {})},
                           StageInputs(Path(features.path), Path(train.path), Path(val.path),
                                       Path(transform.path)), Path(model.path))
     return json.dumps(result)

@@ -32,21 +32,36 @@ TEXT_GROUP_ROWS = 64
 """Text rows per encoder call when scoring: similar lengths together, memory bounded."""
 
 
+@dataclass(frozen=True)
+class Member:
+    """One model of a classifier: a torch module or an XGBoost booster, and its spec."""
+
+    module: Any
+    spec: ModelSpec | None = None
+
+
 class Classifier:
-    """A trained model ready to score raw rows: transform, network or trees, class names."""
+    """A trained model ready to score raw rows: transform, network or trees (or a blend of
+    both: the mean of their class probabilities), class names."""
 
     def __init__(self, module: Any, transform: Any, schema: FeatureSchema,
-                 contract: Any = None, spec: ModelSpec | None = None) -> None:
-        """``module``: a torch module, or an XGBoost booster for the tree family."""
-        self.module = module.eval() if isinstance(module, nn.Module) else module
+                 contract: Any = None, spec: ModelSpec | None = None,
+                 blend: tuple[Member, ...] = ()) -> None:
+        """``module``: a torch module, or an XGBoost booster for the tree family;
+        ``blend``: further models whose probabilities are averaged with its."""
+        self.members = [Member(module.eval() if isinstance(module, nn.Module) else module,
+                               spec), *blend]
         self.transform = transform
         self.schema = schema
         self.contract = contract
-        self.spec = spec
 
     @property
     def classes(self) -> list[str]:
         return self.schema.classes
+
+    @property
+    def families(self) -> list[str]:
+        return [m.spec.family if m.spec else "tabular" for m in self.members]
 
     def predict_proba(self, rows: pd.DataFrame) -> np.ndarray:
         missing = [c for c in self.schema.inputs if c not in rows.columns]
@@ -56,21 +71,22 @@ class Classifier:
             check_request(rows, self.contract)
         chunks = []
         for start in range(0, max(len(rows), 1), SCORE_ROWS):  # dense features per chunk
-            features = featurize(self.transform, self.schema,
-                                 rows.iloc[start : start + SCORE_ROWS], self.spec)
-            chunks.append(self._proba(features))
+            chunk = rows.iloc[start : start + SCORE_ROWS]
+            chunks.append(np.mean([
+                self._proba(m, featurize(self.transform, self.schema, chunk, m.spec))
+                for m in self.members], axis=0))
         return np.concatenate(chunks).astype(np.float32, copy=False)
 
-    def _proba(self, features: Any) -> np.ndarray:
-        if not isinstance(self.module, nn.Module):  # trees: softprob, one column per class
-            proba = self.module.inplace_predict(features)
+    def _proba(self, member: Member, features: Any) -> np.ndarray:
+        if not isinstance(member.module, nn.Module):  # trees: softprob, one column per class
+            proba = member.module.inplace_predict(features)
             return np.asarray(proba).reshape(features.shape[0], len(self.classes))
-        if self.spec is not None and self.spec.family == "text":
-            return self._text_proba(features)
+        if member.spec is not None and member.spec.family == "text":
+            return self._text_proba(member.module, features)
         with torch.inference_mode():
-            return torch.softmax(self.module(torch.from_numpy(features)), dim=1).numpy()
+            return torch.softmax(member.module(torch.from_numpy(features)), dim=1).numpy()
 
-    def _text_proba(self, features: np.ndarray) -> np.ndarray:
+    def _text_proba(self, module: nn.Module, features: np.ndarray) -> np.ndarray:
         """Tokens arrive padded to ``max_length``; the encoder's cost grows with the length
         it is given. Rows go in groups of similar length, each cut to its longest row
         (right padding is masked, so the result is the same), rounded up to 8."""
@@ -82,7 +98,7 @@ class Classifier:
                 rows = order[start:start + TEXT_GROUP_ROWS]
                 width = min(features.shape[2], max(8, -(-int(lengths[rows].max()) // 8) * 8))
                 group = torch.from_numpy(np.ascontiguousarray(features[rows, :, :width]))
-                out[rows] = torch.softmax(self.module(group), dim=1).numpy()
+                out[rows] = torch.softmax(module(group), dim=1).numpy()
         return out
 
     def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
@@ -94,20 +110,34 @@ class Classifier:
 
 
 TREES_FILE = "model.ubj"
+BLEND_DIR = "blend"
+"""A blend's bundle: each model in its own folder under it, the transform once."""
 
 
 def save_bundle(
-    out: Path, state_dict: dict[str, torch.Tensor], spec: ModelSpec, transform_dir: Path,
-    extra: dict[str, Any] | None = None, booster: Any = None,
+    out: Path, state_dict: dict[str, torch.Tensor], spec: ModelSpec,
+    transform_dir: Path | None, extra: dict[str, Any] | None = None, booster: Any = None,
 ) -> None:
     """Write weights (or a tree family's booster), spec, transform and schema into one
-    folder (the KFP Model artifact)."""
+    folder (the KFP Model artifact); without ``transform_dir``, one model of a blend."""
     out.mkdir(parents=True, exist_ok=True)
     if booster is not None:
         booster.save_model(str(out / TREES_FILE))
     else:
         torch.save(state_dict, out / "weights.pt")
     (out / "model.json").write_text(json.dumps({"spec": asdict(spec), **(extra or {})}, indent=2))
+    if transform_dir is not None:
+        copy_transform(transform_dir, out)
+
+
+def save_blend(out: Path, families: list[str], transform_dir: Path,
+               extra: dict[str, Any] | None = None) -> None:
+    """The bundle of a blend whose models ``save_bundle`` wrote to ``out/blend/<family>``."""
+    (out / "model.json").write_text(json.dumps({"blend": families, **(extra or {})}, indent=2))
+    copy_transform(transform_dir, out)
+
+
+def copy_transform(transform_dir: Path, out: Path) -> None:
     for name in ("transform.joblib", "schema.json", CONTRACT_FILE):
         if (transform_dir / name).exists():
             shutil.copy2(transform_dir / name, out / name)
@@ -116,7 +146,17 @@ def save_bundle(
 def load_bundle(path: str | Path) -> Classifier:
     path = Path(path)
     meta = json.loads((path / "model.json").read_text())
-    spec = ModelSpec(**meta["spec"])
+    first, *rest = [_load_member(path / BLEND_DIR / family) for family in meta["blend"]] \
+        if "blend" in meta else [_load_member(path)]
+    schema = FeatureSchema.from_dict(json.loads((path / "schema.json").read_text()))
+    contract = path / CONTRACT_FILE
+    return Classifier(first.module, joblib.load(path / "transform.joblib"), schema,
+                      load_contract(contract) if contract.exists() else None, first.spec,
+                      blend=tuple(rest))
+
+
+def _load_member(path: Path) -> Member:
+    spec = ModelSpec(**json.loads((path / "model.json").read_text())["spec"])
     module: Any
     if spec.family == "gbdt":
         import xgboost
@@ -126,10 +166,7 @@ def load_bundle(path: str | Path) -> Classifier:
         module = build_model(spec)
         module.load_state_dict(torch.load(path / "weights.pt", map_location="cpu",
                                           weights_only=True))
-    schema = FeatureSchema.from_dict(json.loads((path / "schema.json").read_text()))
-    contract = path / CONTRACT_FILE
-    return Classifier(module, joblib.load(path / "transform.joblib"), schema,
-                      load_contract(contract) if contract.exists() else None, spec)
+    return Member(module.eval() if isinstance(module, nn.Module) else module, spec)
 
 
 def featurize(transform: Any, schema: FeatureSchema, frame: pd.DataFrame,

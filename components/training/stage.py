@@ -13,9 +13,9 @@ from components.common.settings import Settings
 from components.data.prepared import PreparedData
 from components.training.featurize import Features, FeatureSet, featurize_data, read_features
 from components.training.loop import LoopParams
-from components.training.model import save_bundle
+from components.training.model import BLEND_DIR, save_blend, save_bundle
 from components.training.networks import ModelSpec
-from components.training.ray_train import run_training, scaling_for
+from components.training.ray_train import Scaling, run_training, scaling_for
 from components.training.trees import TreeParams
 
 
@@ -68,18 +68,51 @@ def trial_config(settings: Settings, overrides: dict[str, Any], features: Featur
 
 
 def run_train(settings: Settings, mlflow_run_id: str, best_params: dict[str, Any],
-              made: FeatureSet, transform_dir: Path, out_dir: Path) -> dict[str, Any]:
-    """Train the family tuning chose (``best_params["model"]``), else the default one."""
-    run_id = tracking.create_child_run(settings, mlflow_run_id, "train")
-    features = made.pick(best_params.get("model"))
-    config = trial_config(settings, best_params, features)
-    config["mlflow"] = {"tracking_uri": settings.tracking_uri, "run_id": run_id}
+              made: FeatureSet, transform_dir: Path, out_dir: Path,
+              family_params: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Train the family tuning chose (``best_params["model"]``), else the default one;
+    with ``train.blend``, each family tuning tried, at its best trial's values."""
+    runs = blended(settings, made, family_params or {}) or {best_params.get("model"): best_params}
+    blend = len(runs) > 1
     with ray_session(settings.ray, train=True):
         scaling = scaling_for(settings.train.workers, settings.train.cpus_per_worker,
                               settings.train.use_gpu,
                               elastic=cluster_address(settings.ray) is not None)
-        outcome = run_training(config, scaling, settings.ray_storage, name=f"train-{run_id}",
-                               max_failures=settings.train.max_failures)
+        fitted = [_fit(settings, mlflow_run_id, params, made.pick(family), scaling,
+                       out_dir / BLEND_DIR / str(family) if blend else out_dir,
+                       None if blend else transform_dir, f"train-{family}" if blend else "train")
+                  for family, params in runs.items()]
+    if not blend:
+        return fitted[0]
+    families = [one["family"] for one in fitted]
+    save_blend(out_dir, families, transform_dir)
+    family, why = "+".join(families), f"the mean of {' and '.join(families)}'s class probabilities"
+    tracking.log_choice(settings, mlflow_run_id, family, why, {})
+    return {"family": family, "why": why, "blend": fitted}
+
+
+def blended(settings: Settings, made: FeatureSet, family_params: dict[str, dict[str, Any]]
+            ) -> dict[str | None, dict[str, Any]]:
+    """The families a blend trains, each with its tuned values: those tuning tried, when
+    they are several, ``train.blend`` is on, and the splits are in memory. Each family
+    was early-stopped and ranked on the same validation rows, which favours whichever
+    fits them closest; on small tables the mean of both beat picking one by them
+    (decision 035). Streamed data is large enough to rank the families by."""
+    if not settings.train.blend or len(family_params) < 2 \
+            or any(f.stream is not None for f in made.candidates):
+        return {}
+    return {f: family_params[f] for f in made.families if f in family_params}
+
+
+def _fit(settings: Settings, mlflow_run_id: str, params: dict[str, Any], features: Features,
+         scaling: Scaling, out_dir: Path, transform_dir: Path | None, name: str
+         ) -> dict[str, Any]:
+    """One model under Ray Train, written as a bundle (without the transform: a blend's)."""
+    run_id = tracking.create_child_run(settings, mlflow_run_id, name)
+    config = trial_config(settings, params, features)
+    config["mlflow"] = {"tracking_uri": settings.tracking_uri, "run_id": run_id}
+    outcome = run_training(config, scaling, settings.ray_storage, name=f"{name}-{run_id}",
+                           max_failures=settings.train.max_failures)
     spec = ModelSpec(**config["spec"])
     part = "tree" if spec.family == "gbdt" else "loop"
     save_bundle(out_dir, outcome.state_dict, spec, transform_dir,

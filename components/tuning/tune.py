@@ -41,7 +41,8 @@ def tune_domains(space: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
 
 def run_tune(settings: Settings, mlflow_run_id: str, made: FeatureSet) -> dict[str, Any]:
     """Search; returns the best trial's hyperparameters (``model``: its family), its
-    score, and each family's best score, which the parent MLflow run records too."""
+    score, and each family's best score (which the parent MLflow run records too) and
+    hyperparameters (what a blend trains)."""
     if not settings.tune.enabled:
         return {"params": {}, "trials": 0, "family": made.pick().family.name,
                 "why": f"{made.reason}; tuning off, the first candidate"}
@@ -53,19 +54,22 @@ def run_tune(settings: Settings, mlflow_run_id: str, made: FeatureSet) -> dict[s
         raise RuntimeError(f"no trial reported {cfg.metric}")
     default = made.pick().family.name
     scores: dict[str, float] = {}
+    params: dict[str, dict[str, Any]] = {}
     for result in grid:
         if result.metrics and cfg.metric in result.metrics and result.config is not None:
             family = result.config.get("model", default)
             score = float(result.metrics[cfg.metric])
             if family not in scores or (score < scores[family]) == (mode == "min"):
                 scores[family] = score
+                params[family] = own_params(result.config, family)
     family = best.config.get("model", default)
     why = f"best {cfg.metric} {scores.get(family, best.metrics[cfg.metric]):.4f}" + (
         " against " + ", ".join(f"{f} {v:.4f}" for f, v in sorted(scores.items())
                                 if f != family) if len(scores) > 1 else "")
     tracking.log_choice(settings, mlflow_run_id, family, why, scores)
     return {"params": own_params(best.config, family), cfg.metric: best.metrics[cfg.metric],
-            "trials": len(grid), "family": family, "why": why, "by_family": scores}
+            "trials": len(grid), "family": family, "why": why, "by_family": scores,
+            "family_params": params}
 
 
 def search(settings: Settings, mlflow_run_id: str, made: FeatureSet) -> Any:

@@ -18,7 +18,14 @@ from components.data.prepared import PreparedPaths
 from components.evaluation.evaluate import evaluate_bundle
 from components.registry.component import register_model
 from components.training.loop import train_in_process
-from components.training.model import Family, load_bundle, load_features, save_bundle
+from components.training.model import (
+    BLEND_DIR,
+    Family,
+    load_bundle,
+    load_features,
+    save_blend,
+    save_bundle,
+)
 from components.training.networks import ModelSpec, build_mlp
 from tests.conftest import loop_config, scenario_sources
 
@@ -244,6 +251,41 @@ def test_a_tree_model_is_gated_registered_and_served(workspace: dict[str, object
     assert accuracy >= 0.8, accuracy
     local = load_bundle(Path(str(workspace["trees"]))).predict(test.head(32))
     assert [p["label"] for p in preds] == local["prediction"].tolist()
+
+
+def test_a_blend_is_gated_registered_and_served_as_one_model(workspace: dict[str, object],
+                                                            tmp_path: Path) -> None:
+    """``train.blend``'s bundle: the trees and the MLP in their folders, the transform
+    once; registered through the gate, the pyfunc MLflow loads answers with the mean of
+    the two models' probabilities."""
+    import shutil
+
+    import mlflow
+
+    settings = workspace["settings"]
+    assert isinstance(settings, Settings)
+    blend = tmp_path / "blend"
+    members = {"gbdt": Path(str(workspace["trees"])), "tabular": Path(str(workspace["good"]))}
+    for family, bundle in members.items():
+        shutil.copytree(bundle, blend / BLEND_DIR / family,
+                        ignore=shutil.ignore_patterns("transform.joblib", "schema.json", "eval"))
+    save_blend(blend, list(members), Path(str(workspace["prepared"])) / "transform")
+    registered = _register(workspace, blend)
+    assert registered["version"] and str(registered["reason"]).startswith(
+        ("f1_macro ", "no earlier champion"))
+    test = pd.read_parquet(Path(str(workspace["prepared"])) / "test.pq").head(32)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    try:
+        served = mlflow.pyfunc.load_model(f"models:/gate-test/{registered['version']}").predict(
+            test.drop(columns="category"))
+    finally:
+        mlflow.set_tracking_uri(previous)
+    columns = [c for c in served.columns if c.startswith("proba_")]
+    each = [load_bundle(b).predict(test)[columns].to_numpy() for b in members.values()]
+    assert not np.allclose(each[0], each[1], atol=1e-3)  # two different models
+    np.testing.assert_allclose(served[columns].to_numpy(), np.mean(each, axis=0), atol=1e-5)
+    assert load_bundle(blend).families == ["gbdt", "tabular"]
 
 
 def test_a_champion_of_another_target_is_not_gated_against(workspace: dict[str, object],

@@ -77,41 +77,19 @@ def test_lifecycle_end_to_end(scenario: Path, tmp_path: Path) -> None:
         assert run.data.metrics["rows_input"] == rows["input"]
         trials = client.search_runs([run.info.experiment_id],
                                     f"tags.mlflow.parentRunId = '{run.info.run_id}'")
-        assert len(trials) == FAST["tune"]["num_samples"] + 1  # trials + final training
-        assert all("val_loss" in t.data.metrics for t in trials)
-        train_run = next(t for t in trials if t.info.run_name == "train")
-        # Both families were tried (one first trial each); the winner trained.
-        family = summary["tuning"]["family"]
+        # Both families were tried (one first trial each), so each one's best trained
+        # (train.blend) and the model serves their mean.
         assert set(summary["tuning"]["by_family"]) == {"gbdt", "tabular"}
-        assert run.data.tags["mlcycle.model_family"] == family
-        assert train_run.data.params["family"] == family
-        tree = family == "gbdt"
-        own = {"max_depth", "learning_rate", "subsample"} if tree else {"lr", "hidden", "dropout"}
-        assert own | {"workers"} <= set(train_run.data.params)
-        history = client.get_metric_history(train_run.info.run_id, "val_loss")
-        assert len(history) >= 2 and [m.step for m in history] == sorted(m.step for m in history)
-        train_files = mlflow.artifacts.download_artifacts(
-            run_id=train_run.info.run_id, dst_path=str(tmp_path / "train-run"),
-            tracking_uri=settings.tracking_uri)
-        config = json.loads((Path(train_files) / "config.json").read_text())
-        part, key = ("tree", "max_depth") if tree else ("loop", "lr")
-        assert str(config[part][key]) == train_run.data.params[key]
-        system = json.loads((Path(train_files) / "system.json").read_text())
-        assert system["torch"] == torch.__version__
-        assert system["world_size"] == int(train_run.data.params["workers"])
-        val_loss = {m.step: m.value for m in history}  # the best by validation loss, not the last
-        if tree:
-            import xgboost
-
-            booster = xgboost.Booster(model_file=str(Path(train_files) / "best_checkpoint"
-                                                     / "model.ubj"))
-            best_step = booster.num_boosted_rounds() - 1
-        else:
-            best = torch.load(Path(train_files) / "best_checkpoint" / "state.pt",
-                              weights_only=False)
-            best_step = best["epoch"]
-            assert "model" in best
-        assert val_loss[best_step] <= min(val_loss.values()) + 1e-6
+        assert run.data.tags["mlcycle.model_family"] == summary["training"]["family"] \
+            == "gbdt+tabular"
+        assert [m["family"] for m in summary["training"]["blend"]] == ["gbdt", "tabular"]
+        assert len(trials) == FAST["tune"]["num_samples"] + 2  # trials + each final model
+        assert all("val_loss" in t.data.metrics for t in trials)
+        for family in ("gbdt", "tabular"):
+            _check_train_run(client, next(t for t in trials
+                                          if t.info.run_name == f"train-{family}"),
+                             family, summary["tuning"]["family_params"][family],
+                             tmp_path / f"train-{family}")
         logged = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
         assert {"evaluation/confusion_matrix.png", "evaluation/curves.png",
                 "evaluation/metrics.json"} <= logged
@@ -140,3 +118,43 @@ def test_lifecycle_end_to_end(scenario: Path, tmp_path: Path) -> None:
     finally:
         stop_endpoint(settings.workdir)
     assert read_endpoint(settings.workdir) is None
+
+
+def _check_train_run(client: object, train_run: object, family: str, tuned: dict[str, object],
+                     folder: Path) -> None:
+    """A final training run: its family's tuned values, per-round or per-epoch history,
+    config and system records, and a best checkpoint at the lowest validation loss."""
+    import mlflow
+
+    assert isinstance(client, mlflow.MlflowClient) and isinstance(train_run, mlflow.entities.Run)
+    assert train_run.data.params["family"] == family
+    tree = family == "gbdt"
+    own = {"max_depth", "learning_rate", "subsample"} if tree else {"lr", "hidden", "dropout"}
+    assert own | {"workers"} <= set(train_run.data.params)
+    for key, value in tuned.items():  # tuning's values reached this family's run
+        if key != "model":
+            assert float(train_run.data.params[key]) == pytest.approx(float(str(value))), key
+    history = client.get_metric_history(train_run.info.run_id, "val_loss")
+    assert len(history) >= 2 and [m.step for m in history] == sorted(m.step for m in history)
+    train_files = mlflow.artifacts.download_artifacts(
+        run_id=train_run.info.run_id, dst_path=str(folder),
+        tracking_uri=client.tracking_uri)
+    config = json.loads((Path(train_files) / "config.json").read_text())
+    part, key = ("tree", "max_depth") if tree else ("loop", "lr")
+    assert str(config[part][key]) == train_run.data.params[key]
+    system = json.loads((Path(train_files) / "system.json").read_text())
+    assert system["torch"] == torch.__version__
+    assert system["world_size"] == int(train_run.data.params["workers"])
+    val_loss = {m.step: m.value for m in history}  # the best by validation loss, not the last
+    if tree:
+        import xgboost
+
+        booster = xgboost.Booster(model_file=str(Path(train_files) / "best_checkpoint"
+                                                 / "model.ubj"))
+        best_step = booster.num_boosted_rounds() - 1
+    else:
+        best = torch.load(Path(train_files) / "best_checkpoint" / "state.pt",
+                          weights_only=False)
+        best_step = best["epoch"]
+        assert "model" in best
+    assert val_loss[best_step] <= min(val_loss.values()) + 1e-6

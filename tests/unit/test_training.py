@@ -1,4 +1,5 @@
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -149,6 +150,23 @@ def test_classifier_reports_missing_columns() -> None:
         assert "missing input column(s): x" in str(exc)
     else:
         raise AssertionError("expected a ValueError")
+
+
+def test_a_blend_scores_the_mean_of_its_models() -> None:
+    from sklearn.preprocessing import FunctionTransformer
+
+    from components.data.features import FeatureSchema
+    from components.training.model import Classifier, Member
+
+    schema = FeatureSchema(target="y", task="classification", classes=["a", "b", "c"],
+                           numeric=["x0", "x1"])
+    torch.manual_seed(0)
+    one, two = build_mlp(ModelSpec(2, 3)), build_mlp(ModelSpec(2, 3))
+    rows = pd.DataFrame(np.random.default_rng(0).normal(size=(5, 2)), columns=["x0", "x1"])
+    alone = [Classifier(m, FunctionTransformer(), schema).predict_proba(rows) for m in (one, two)]
+    blend = Classifier(one, FunctionTransformer(), schema, blend=(Member(two.eval()),))
+    assert blend.families == ["tabular", "tabular"]
+    np.testing.assert_allclose(blend.predict_proba(rows), (alone[0] + alone[1]) / 2, atol=1e-6)
 
 
 def test_scoring_in_chunks_matches_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -343,7 +361,30 @@ def test_text_rows_score_the_same_cut_to_their_length() -> None:
     features = np.stack([ids * mask, mask], axis=1).astype(np.int64)
     schema = FeatureSchema(target="y", task="multiclass", classes=["a", "b", "c"],
                            text=["body"])
-    got = Classifier(module, None, schema, spec=spec)._proba(features)
+    clf = Classifier(module, None, schema, spec=spec)
+    got = clf._proba(clf.members[0], features)
     with torch.inference_mode():
         full = torch.softmax(module(torch.from_numpy(features)), dim=1).numpy()
     np.testing.assert_allclose(got, full, atol=1e-5)
+
+
+def test_a_blend_trains_each_family_tuning_tried_in_memory() -> None:
+    from components.common.settings import Settings
+    from components.training.featurize import Features, FeatureSet, Stream
+    from components.training.model import Family
+    from components.training.stage import blended
+
+    settings = Settings(data={"sources": [{"name": "t", "uri": "t.csv"}], "target": "y"})
+    made = FeatureSet((Features(Family("gbdt"), 3, 2, folder="g"),
+                       Features(Family("tabular"), 5, 2, folder="t")), "a table")
+    tuned = {"tabular": {"lr": 1e-3, "model": "tabular"}, "gbdt": {"max_depth": 4,
+                                                                   "model": "gbdt"}}
+    assert list(blended(settings, made, tuned)) == ["gbdt", "tabular"]  # the default first
+    assert blended(settings, made, tuned)["tabular"]["lr"] == 1e-3
+    assert blended(settings, made, {"gbdt": tuned["gbdt"]}) == {}  # one family tried
+    off = settings.model_copy(update={"train": settings.train.model_copy(update={"blend": False})})
+    assert blended(off, made, tuned) == {}
+    stream = Stream("train", "val", "transform", 10, 2)
+    streamed = FeatureSet(tuple(replace(f, folder=None, stream=stream) for f in made.candidates),
+                          "a table")
+    assert blended(settings, streamed, tuned) == {}  # large data: the families are ranked
