@@ -12,6 +12,7 @@ average the same number of splits (one holdout of iris's 30 rows moves by 0.033 
 
     python bench/accuracy.py                       # every dataset, three runs each
     python bench/accuracy.py --datasets penguins_raw,seattle_weather --seeds 1
+    python bench/accuracy.py --datasets wine --seeds 10 --baseline-seeds 10
 """
 
 from __future__ import annotations
@@ -159,8 +160,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--port", type=int, default=3310)
-    parser.add_argument("--seeds", type=int, default=3,
-                        help="mlcycle runs (splits) per dataset; the baseline's are three")
+    parser.add_argument("--seeds", type=int, default=3, help="mlcycle runs (splits) per dataset")
+    parser.add_argument("--baseline-seeds", type=int, default=3,
+                        help="the baseline's splits (three, as the target is stated); more "
+                        "to see how much of a difference is the splits' luck")
     parser.add_argument("--out", type=Path,
                         default=Path("bench/results") / f"{time.strftime('%Y-%m-%d')}"
                                                         "-accuracy.json")
@@ -179,16 +182,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets.split(","):
             frame, target = DATASETS[name]()
-            base = baseline(frame, target)
+            base = baseline(frame, target, args.baseline_seeds)
             runs = [run_mlcycle(frame, target, name, Path(tmp) / f"{name}-{i}", args.port,
                                 42 + i) for i in range(args.seeds)]
             each = [float(summary["metrics"]["accuracy"]) for summary, _ in runs]
             ours = float(np.mean(each))
             tuning = [summary.get("tuning") or {} for summary, _ in runs]
-            families = [t.get("family", "?") for t in tuning]
+            # What trained: a blend's families, else the tuning winner.
+            families = [(summary.get("training") or {}).get("family") or t.get("family", "?")
+                        for (summary, _), t in zip(runs, tuning, strict=True)]
             seconds = float(np.mean([took for _, took in runs]))
             results[name] = {"rows": len(frame), "mlcycle": ours, "mlcycle_runs": each,
-                             "baseline": base, "difference": ours - base,
+                             "baseline": base, "baseline_splits": args.baseline_seeds,
+                             "difference": ours - base,
                              "family": families,
                              "why": [t.get("why") for t in tuning],
                              "seconds": seconds}
