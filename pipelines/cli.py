@@ -125,7 +125,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         table.add_row("family", f"{tuning['family']}: {tuning.get('why', '')}")
     training = summary.get("training") or {}
     if training.get("blend"):
-        table.add_row("model", f"{training['family']}: {training['why']}")
+        table.add_row("trained", f"{training['family']}: {training['why']}")
     if summary["metrics"]:
         table.add_row("metrics", ", ".join(f"{k} {v:.3f}" for k, v in summary["metrics"].items()))
     model = summary["model"]
