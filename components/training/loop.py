@@ -32,12 +32,6 @@ if TYPE_CHECKING:
     from components.training.featurize import Features
 
 
-MIN_EPOCH_ROWS = 2048
-"""The MLP's epoch on a small table: its training rows again, reshuffled, until this many.
-One pass over wine's 124 rows is 2 steps: 30 epochs stopped far short of a fit, and
-tuning's 10-epoch trials ranked configurations by how fast they started."""
-
-
 @dataclass
 class LoopParams:
     epochs: int = 30
@@ -71,7 +65,7 @@ class Batches:
 
     def __init__(self, x: Any, y: np.ndarray, batch_size: int, shuffle: bool,
                  seed: int = 0, rank: int = 0, world: int = 1,
-                 device: torch.device | None = None, min_rows: int = 0) -> None:
+                 device: torch.device | None = None) -> None:
         # On a GPU a dense split moves once: per-batch copies would stall every step. A
         # sparse one (scipy CSR: TF-IDF) stays on the host and is densified per batch.
         self.sparse = hasattr(x, "indptr")
@@ -80,7 +74,6 @@ class Batches:
         self.y = torch.from_numpy(y).to(device)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world, self.epoch = rank, world, 0
-        self.passes = max(1, -(-min_rows // max(1, len(y)))) if shuffle else 1
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -88,9 +81,9 @@ class Batches:
     def _indices(self) -> torch.Tensor:
         n = len(self.y)
         if self.shuffle:
-            order = torch.cat([torch.randperm(n, generator=torch.Generator().manual_seed(
-                self.seed * 100_003 + self.epoch + k * 1_000_000_007))[: n - n % self.world]
-                for k in range(self.passes)])
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(
+                self.seed * 100_003 + self.epoch))
+            order = order[: n - n % self.world]
         else:
             order = torch.arange(n)
         return order[self.rank :: self.world]
@@ -103,7 +96,7 @@ class Batches:
     def samples(self) -> int:
         """Rows per epoch on this rank."""
         n = len(self.y) - (len(self.y) % self.world if self.shuffle else 0)
-        return len(range(self.rank, n * self.passes, self.world))
+        return len(range(self.rank, n, self.world))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         idx = self._indices().to(self.y.device)
@@ -117,10 +110,8 @@ class Batches:
 
 def make_loader(x: Any, y: np.ndarray, batch_size: int, shuffle: bool,
                 seed: int = 0, rank: int = 0, world: int = 1,
-                device: torch.device | None = None, min_rows: int = 0) -> Batches:
-    """``min_rows``: a shuffled epoch passes over the rows again, each pass in its own
-    order, until it has taken at least this many."""
-    return Batches(x, y, batch_size, shuffle, seed, rank, world, device, min_rows)
+                device: torch.device | None = None) -> Batches:
+    return Batches(x, y, batch_size, shuffle, seed, rank, world, device)
 
 
 def data_device(device: torch.device, *arrays: Any) -> torch.device | None:
@@ -269,8 +260,7 @@ def run_epochs(config: dict[str, Any], rank: int, world: int, device: torch.devi
         data = read_arrays(str(features.folder))
         where = data_device(device, *data.values())
         train_loader = make_loader(data["x_train"], data["y_train"], params.batch_size, True,
-                                   params.seed, rank, world, where,
-                                   MIN_EPOCH_ROWS if spec.family == "tabular" else 0)
+                                   params.seed, rank, world, where)
         val_loader = make_loader(data["x_val"], data["y_val"], 1024, False, rank=rank,
                                  world=world, device=where)
     model = wrap(build_model(spec))

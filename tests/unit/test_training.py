@@ -114,27 +114,6 @@ def test_sparse_features_train_as_their_dense_form(tmp_path) -> None:  # type: i
         assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in pairs)
 
 
-def test_a_small_tables_epoch_passes_over_it_until_min_rows() -> None:
-    """Each pass takes every row once, in its own order; two ranks never share a row
-    within a pass; a large split is one pass, in the order it always had."""
-    x, y = blobs(50, 0)
-    y = np.arange(50)  # row ids as labels: which rows each batch took
-    ranks = [make_loader(x, y, 16, True, seed=1, rank=r, world=2, min_rows=200)
-             for r in (0, 1)]
-    taken = [torch.cat([b[1] for b in loader]).numpy() for loader in ranks]
-    assert [len(t) for t in taken] == [loader.samples for loader in ranks] == [100, 100]
-    for k in range(4):  # 200 rows = 4 passes of 50, 25 a rank each
-        one = np.concatenate([t[25 * k:25 * (k + 1)] for t in taken])
-        assert sorted(one) == list(range(50)), k
-    assert not np.array_equal(taken[0][:25], taken[0][25:50])  # reshuffled
-    assert len(ranks[0]) == -(-100 // 16)
-    big = make_loader(x, y, 16, True, seed=1, min_rows=20)
-    assert big.samples == 50
-    assert np.array_equal(torch.cat([b[1] for b in big]).numpy(),
-                          torch.randperm(50, generator=torch.Generator().manual_seed(
-                              1 * 100_003)).numpy())
-
-
 def test_early_stopping_counts_epochs_without_improvement() -> None:
     stopper = EarlyStopping(patience=2)
     verdicts = [stopper.step(i, loss) for i, loss in enumerate([1.0, 0.8, 0.9, 0.85])]
