@@ -130,10 +130,9 @@ def save_bundle(
         copy_transform(transform_dir, out)
 
 
-def save_blend(out: Path, families: list[str], transform_dir: Path,
-               extra: dict[str, Any] | None = None) -> None:
+def save_blend(out: Path, families: list[str], transform_dir: Path) -> None:
     """The bundle of a blend whose models ``save_bundle`` wrote to ``out/blend/<family>``."""
-    (out / "model.json").write_text(json.dumps({"blend": families, **(extra or {})}, indent=2))
+    (out / "model.json").write_text(json.dumps({"blend": families}, indent=2))
     copy_transform(transform_dir, out)
 
 
