@@ -226,9 +226,13 @@ def test_without_batching_one_process_serves_and_follows_the_alias(
             time.sleep(0.2)
         assert [p["label"] for p in _post(endpoint.url, {"rows": rows}).json()[
             "predictions"]] == expected["2"]
-        rollback(client, settings.workdir, "serve-test", None)
+        # Read before the rollback: its swap may land before a later read (0.5 s poll).
         metrics = httpx.get(f"{endpoint.url}/metrics", timeout=30).text
         assert 'mlcycle_reloads_total{result="swapped"} 1.0' in metrics
+        rollback(client, settings.workdir, "serve-test", None)
+        while _post(endpoint.url, {"rows": rows}).json()["model_version"] != "1":
+            assert time.monotonic() < deadline + 60, "never rolled back to v1"
+            time.sleep(0.2)
         servers = [line for line in Path(endpoint.log).read_text().splitlines()
                    if "Starting production" in line or "Service " in line]
         assert not any("mlcycle-model" in line for line in servers), servers
