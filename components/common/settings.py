@@ -141,17 +141,20 @@ class DataSettings(_Strict):
 
 
 class GbdtSettings(_Strict):
-    """The gradient-boosted tree family (XGBoost); tuning searches these by default."""
+    """The gradient-boosted tree family (LightGBM); tuning searches these by default."""
 
     rounds: int = Field(default=1000, ge=1, description="Boosting rounds at most; early "
                         "stopping ends sooner.")
     learning_rate: float = Field(default=0.1, gt=0, le=1, description="Shrinkage per round.")
-    max_depth: int = Field(default=6, ge=1, le=32, description="Depth of each tree.")
+    num_leaves: int = Field(default=31, ge=2, le=131072, description="Leaves per tree at most.")
+    max_depth: int = Field(default=-1, ge=-1, le=64, description="Depth of each tree at "
+                           "most; -1 or 0: no limit but num_leaves.")
+    min_data_in_leaf: int = Field(default=20, ge=1, description="Least training rows in a "
+                                  "leaf: what keeps trees on a small table from fitting noise.")
     subsample: float = Field(default=1.0, gt=0, le=1, description="Rows sampled per tree.")
     colsample_bytree: float = Field(default=1.0, gt=0, le=1,
                                     description="Columns sampled per tree.")
-    reg_lambda: float = Field(default=1.0, ge=0, description="L2 penalty on leaf weights.")
-    min_child_weight: float = Field(default=1.0, ge=0, description="Least hessian in a leaf.")
+    reg_lambda: float = Field(default=0.0, ge=0, description="L2 penalty on leaf weights.")
     early_stopping_rounds: int = Field(default=20, ge=1, description="Rounds without a "
                                        "lower validation loss before boosting stops.")
     checkpoint_every: int = Field(default=100, ge=1, description="Rounds between "

@@ -310,13 +310,13 @@ def category_variants(spellings: dict[str, pd.Series]) -> dict[str, int]:
 
 def tree_features(transform: ColumnTransformer, frame: pd.DataFrame) -> tuple[Any, list[str]]:
     """Input for gradient-boosted trees from the transform fitted for the MLP, and each
-    column's XGBoost type (``q`` a number, ``c`` a category).
+    column's type (``q`` a number, ``c`` a category).
 
     Numbers and date parts stay raw, missing ones NaN: trees split on missingness and need
     no clipping, imputing or scaling. A category is its position among the fitted
     encoder's categories (unknown or missing: NaN), not a one-hot block. Text is the
-    fitted TF-IDF. Dense float32; CSR when TF-IDF is sparse, with every other value
-    stored, zeros included, since XGBoost reads an absent entry as missing.
+    fitted TF-IDF. Dense float32; CSR when TF-IDF is sparse, where an absent entry is 0
+    and a missing value is a stored NaN, as LightGBM reads them.
     """
     blocks: list[Any] = []
     types: list[str] = []
@@ -342,14 +342,8 @@ def tree_features(transform: ColumnTransformer, frame: pd.DataFrame) -> tuple[An
         return np.column_stack(blocks).astype(np.float32), types
     from scipy import sparse
 
-    stored = []
-    for block in blocks:
-        if hasattr(block, "tocsr"):
-            stored.append(block.tocsr())
-            continue
-        dense = np.asarray(block, dtype=np.float32)
-        rows, cols = np.nonzero(~np.isnan(dense))
-        stored.append(sparse.coo_matrix((dense[rows, cols], (rows, cols)), shape=dense.shape))
+    stored = [b.tocsr() if hasattr(b, "tocsr") else sparse.csr_matrix(
+        np.asarray(b, dtype=np.float32)) for b in blocks]  # NaN is not 0: it is stored
     return sparse.hstack(stored, format="csr", dtype=np.float32), types
 
 

@@ -51,15 +51,11 @@ def input_example(clf_inputs: list[str], frame: pd.DataFrame, n: int = 5) -> pd.
 
 def requirements() -> list[str]:
     """Pinned from this environment; MLflow's own inference of them takes ~10 s."""
-    from importlib.metadata import PackageNotFoundError, version
+    from importlib.metadata import version
 
-    pins = [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "scikit-learn", "pandas", "numpy")]
-    try:  # the CPU wheel here; a GPU image has the full one (decision 026)
-        trees = f"xgboost-cpu=={version('xgboost-cpu')}"
-    except PackageNotFoundError:
-        trees = f"xgboost=={version('xgboost')}"
-    return [*pins, f"torch=={version('torch').split('+')[0]}", trees,
-            f"mlcycle=={version('mlcycle')}"]
+    pins = [f"{pkg}=={version(pkg)}"
+            for pkg in ("mlflow", "scikit-learn", "pandas", "numpy", "lightgbm")]
+    return [*pins, f"torch=={version('torch').split('+')[0]}", f"mlcycle=={version('mlcycle')}"]
 
 
 REFERENCE_TAG = "mlcycle.reference"

@@ -60,7 +60,7 @@ class Features:
     stream: Stream | None = None
     """``data.engine: ray``: the workers featurize their own shards."""
     feature_types: list[str] | None = None
-    """Trees: XGBoost's type of each column, ``q`` a number, ``c`` a category."""
+    """Trees: each column's type, ``q`` a number, ``c`` a category."""
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)

@@ -455,7 +455,7 @@ def system_info(device: torch.device, world: int) -> dict[str, Any]:
         "numpy": np.__version__, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "device": str(device), "world_size": world,
     }
-    for library in ("ray", "xgboost"):
+    for library in ("ray", "lightgbm"):
         if library in sys.modules:
             info[library] = sys.modules[library].__version__
     if device.type == "cuda":

@@ -34,7 +34,7 @@ TEXT_GROUP_ROWS = 64
 
 @dataclass(frozen=True)
 class Member:
-    """One model of a classifier: a torch module or an XGBoost booster, and its spec."""
+    """One model of a classifier: a torch module or a LightGBM booster, and its spec."""
 
     module: Any
     spec: ModelSpec | None = None
@@ -47,7 +47,7 @@ class Classifier:
     def __init__(self, module: Any, transform: Any, schema: FeatureSchema,
                  contract: Any = None, spec: ModelSpec | None = None,
                  blend: tuple[Member, ...] = ()) -> None:
-        """``module``: a torch module, or an XGBoost booster for the tree family;
+        """``module``: a torch module, or a LightGBM booster for the tree family;
         ``blend``: further models whose probabilities are averaged with its."""
         self.members = [Member(module.eval() if isinstance(module, nn.Module) else module,
                                spec), *blend]
@@ -79,7 +79,7 @@ class Classifier:
 
     def _proba(self, member: Member, features: Any) -> np.ndarray:
         if not isinstance(member.module, nn.Module):  # trees: softprob, one column per class
-            proba = member.module.inplace_predict(features)
+            proba = member.module.predict(features)
             return np.asarray(proba).reshape(features.shape[0], len(self.classes))
         if member.spec is not None and member.spec.family == "text":
             return self._text_proba(member.module, features)
@@ -109,7 +109,8 @@ class Classifier:
         return out
 
 
-TREES_FILE = "model.ubj"
+TREES_FILE = "model.txt"
+"""The tree family's booster, in LightGBM's text format."""
 BLEND_DIR = "blend"
 """A blend's bundle: each model in its own folder under it, the transform once."""
 
@@ -158,9 +159,9 @@ def _load_member(path: Path) -> Member:
     spec = ModelSpec(**json.loads((path / "model.json").read_text())["spec"])
     module: Any
     if spec.family == "gbdt":
-        import xgboost
+        import lightgbm
 
-        module = xgboost.Booster(model_file=str(path / TREES_FILE))
+        module = lightgbm.Booster(model_file=str(path / TREES_FILE))
     else:
         module = build_model(spec)
         module.load_state_dict(torch.load(path / "weights.pt", map_location="cpu",

@@ -77,7 +77,7 @@ def tune_trial_loop(config: dict[str, Any]) -> None:
 
 def make_trainer(config: dict[str, Any], scaling: Scaling, storage: str, name: str,
                  max_failures: int = 0, datasets: dict[str, Any] | None = None) -> Any:
-    """A ``TorchTrainer`` for the networks, an ``XGBoostTrainer`` for the tree family."""
+    """A ``TorchTrainer`` for the networks, a ``LightGBMTrainer`` for the tree family."""
     from ray.train import (
         CheckpointConfig,
         FailureConfig,

@@ -45,7 +45,7 @@ def load_run_features(features_dir: Path, train: Path, val: Path, transform_dir:
 def trial_config(settings: Settings, overrides: dict[str, Any], features: Features,
                  epochs: int | None = None) -> dict[str, Any]:
     """The run config for given hyperparameters; the one place defaults meet overrides.
-    The tree family's has ``tree`` (XGBoost's parameters) where the networks' has
+    The tree family's has ``tree`` (LightGBM's parameters) where the networks' has
     ``loop`` (the epoch loop's)."""
     train = settings.train
     family = features.family

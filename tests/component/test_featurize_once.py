@@ -60,5 +60,5 @@ def test_tuning_and_training_read_the_features_made_once(
     trained = run_train(settings, parent, best["params"], features, prepared / "transform",
                         tmp_path / "model")
     assert best["trials"] == 1 and trained["family"] == best["family"]
-    assert (tmp_path / "model" / ("model.ubj" if best["family"] == "gbdt" else "weights.pt")
+    assert (tmp_path / "model" / ("model.txt" if best["family"] == "gbdt" else "weights.pt")
             ).is_file()

@@ -46,9 +46,10 @@ def _table(kind: str, n: int = 1500) -> pd.DataFrame:
     return frame
 
 
-def _prepared(kind: str, root: Path, **overrides: object) -> tuple[Settings, FeatureSet, Path]:
+def _prepared(kind: str, root: Path, n: int = 1500, **overrides: object
+              ) -> tuple[Settings, FeatureSet, Path]:
     root.mkdir(parents=True, exist_ok=True)
-    _table(kind).to_csv(root / f"{kind}.csv", index=False)
+    _table(kind, n).to_csv(root / f"{kind}.csv", index=False)
     settings = Settings(workdir=root / "work", ray=FAST["ray"],
                         data={"sources": [{"name": kind, "uri": str(root / f"{kind}.csv")}],
                               "target": "label"}, **overrides)  # type: ignore[arg-type]
@@ -62,7 +63,9 @@ def _prepared(kind: str, root: Path, **overrides: object) -> tuple[Settings, Fea
 
 @pytest.mark.long
 def test_trees_on_two_workers_match_one(tmp_path: Path) -> None:
-    settings, made, _ = _prepared("steps", tmp_path, train={"gbdt": {"rounds": 300}})
+    # Each worker bins its share of the features from its own rows, so the two runs' trees
+    # differ a little; 4,000 rows keep that below the tolerance.
+    settings, made, _ = _prepared("steps", tmp_path, 4000, train={"gbdt": {"rounds": 300}})
     features = made.pick("gbdt")
     assert features.feature_types is not None
     assert features.feature_types.count("c") == 1  # the plan goes in as one category column
@@ -74,20 +77,21 @@ def test_trees_on_two_workers_match_one(tmp_path: Path) -> None:
         two = run_training({**config, "mlflow": {"tracking_uri": settings.tracking_uri,
                                                  "run_id": run_id}},
                            Scaling(workers=2), settings.ray_storage, "two")
-    # XGBoost sums histograms and metrics over the workers' rows: the same validation set.
+    # LightGBM sums histograms over the workers' rows; each scores the whole validation set.
     assert one.metrics["val_accuracy"] > 0.85  # chance is 0.5
     assert abs(one.metrics["val_accuracy"] - two.metrics["val_accuracy"]) < 0.03
     assert abs(one.metrics["best_val_loss"] - two.metrics["best_val_loss"]) < 0.05
-    assert "c" in two.booster.feature_types
-    assert two.booster.num_boosted_rounds() == two.metrics["best_round"]  # the best round kept
+    infos = two.booster.dump_model()["feature_infos"].values()
+    assert sum(bool(info["values"]) for info in infos) == 1  # the plan, split as a category
+    assert two.booster.current_iteration() == two.metrics["best_round"]  # the best round kept
     client = mlflow.MlflowClient(settings.tracking_uri)
     history = client.get_metric_history(run_id, "val_loss")
     assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(len(history)))
     assert len(history) >= two.metrics["best_round"]  # every round, not only the reports
     run = client.get_run(run_id)
-    assert run.data.params["max_depth"] == "6" and run.data.params["workers"] == "2"
+    assert run.data.params["min_data_in_leaf"] == "20" and run.data.params["workers"] == "2"
     logged = {a.path for a in client.list_artifacts(run_id, "best_checkpoint")}
-    assert logged == {"best_checkpoint/model.ubj"}
+    assert logged == {"best_checkpoint/model.txt"}
 
 
 @pytest.mark.parametrize(("kind", "winner"), [("steps", "gbdt"), ("blobs", "tabular")])
@@ -104,7 +108,7 @@ def test_auto_tunes_both_families_and_keeps_the_winner(kind: str, winner: str,
     loser = ({"gbdt", "tabular"} - {winner}).pop()
     assert result["by_family"][winner] < result["by_family"][loser]
     # Only the winner's own hyperparameters travel to training.
-    assert ("max_depth" in result["params"]) == (winner == "gbdt") != ("lr" in result["params"])
+    assert ("num_leaves" in result["params"]) == (winner == "gbdt") != ("lr" in result["params"])
     tags = mlflow.MlflowClient(settings.tracking_uri).get_run(parent).data.tags
     assert tags["mlcycle.model_family"] == winner
     assert tags["mlcycle.model_family_why"] == result["why"] and loser in result["why"]

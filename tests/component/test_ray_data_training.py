@@ -72,8 +72,9 @@ def test_training_streams_ray_data_shards(scenario: Path, streamed: Path,
 
 @pytest.mark.long
 def test_trees_train_on_streamed_shards(scenario: Path, streamed: Path, tmp_path: Path) -> None:
-    """Each XGBoost worker featurizes its own Ray Data shard and boosts on it inside the
-    collective; nothing but the description is written by featurize_data."""
+    """Each LightGBM worker featurizes its own Ray Data shard of the training split (and
+    the whole validation split) and boosts on it in LightGBM's network; nothing but the
+    description is written by featurize_data."""
     settings = _settings(scenario, tmp_path, model="gbdt", gbdt={"rounds": 150})
     splits = (streamed / "train.pq", streamed / "val.pq", streamed / "transform")
     described = run_featurize(settings, *splits, tmp_path / "features")
@@ -82,7 +83,7 @@ def test_trees_train_on_streamed_shards(scenario: Path, streamed: Path, tmp_path
     parent = tracking.start_parent_run(settings, "ray-data-trees")
     result = run_train(settings, parent, {}, load_run_features(tmp_path / "features", *splits),
                        streamed / "transform", tmp_path / "model")
-    assert result["family"] == "gbdt" and (tmp_path / "model" / "model.ubj").is_file()
+    assert result["family"] == "gbdt" and (tmp_path / "model" / "model.txt").is_file()
     meta = json.loads((tmp_path / "model" / "model.json").read_text())
     assert meta["scaling"]["workers"] == 2
     metrics = evaluate_bundle(load_bundle(tmp_path / "model"),

@@ -58,7 +58,7 @@ def _bundle(out: Path, prepared: Path, epochs: int) -> Path:
 
 
 def _tree_bundle(out: Path, prepared: Path) -> Path:
-    """What each ``XGBoostTrainer`` worker runs (``boost``), in this process."""
+    """What each ``LightGBMTrainer`` worker runs (``boost``), in this process."""
     from dataclasses import asdict
 
     from components.data.features import tree_features

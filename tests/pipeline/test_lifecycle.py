@@ -129,7 +129,8 @@ def _check_train_run(client: object, train_run: object, family: str, tuned: dict
     assert isinstance(client, mlflow.MlflowClient) and isinstance(train_run, mlflow.entities.Run)
     assert train_run.data.params["family"] == family
     tree = family == "gbdt"
-    own = {"max_depth", "learning_rate", "subsample"} if tree else {"lr", "hidden", "dropout"}
+    own = {"num_leaves", "learning_rate", "min_data_in_leaf"} if tree else \
+        {"lr", "hidden", "dropout"}
     assert own | {"workers"} <= set(train_run.data.params)
     for key, value in tuned.items():  # tuning's values reached this family's run
         if key != "model":
@@ -140,18 +141,18 @@ def _check_train_run(client: object, train_run: object, family: str, tuned: dict
         run_id=train_run.info.run_id, dst_path=str(folder),
         tracking_uri=client.tracking_uri)
     config = json.loads((Path(train_files) / "config.json").read_text())
-    part, key = ("tree", "max_depth") if tree else ("loop", "lr")
+    part, key = ("tree", "num_leaves") if tree else ("loop", "lr")
     assert str(config[part][key]) == train_run.data.params[key]
     system = json.loads((Path(train_files) / "system.json").read_text())
     assert system["torch"] == torch.__version__
     assert system["world_size"] == int(train_run.data.params["workers"])
     val_loss = {m.step: m.value for m in history}  # the best by validation loss, not the last
     if tree:
-        import xgboost
+        import lightgbm
 
-        booster = xgboost.Booster(model_file=str(Path(train_files) / "best_checkpoint"
-                                                 / "model.ubj"))
-        best_step = booster.num_boosted_rounds() - 1
+        booster = lightgbm.Booster(model_file=str(Path(train_files) / "best_checkpoint"
+                                                  / "model.txt"))
+        best_step = booster.current_iteration() - 1
     else:
         best = torch.load(Path(train_files) / "best_checkpoint" / "state.pt",
                           weights_only=False)

@@ -21,7 +21,7 @@ def test_the_serving_requirements_are_the_lock_s_runtime_set() -> None:
     lines = (ROOT / "images" / "serving-requirements.txt").read_text().splitlines()
     pins = dict(line.split("==") for line in lines if "==" in line)
     assert pins["torch"] == "2.13.0" and pins["bentoml"] == "1.4.39"
-    assert {"mlflow", "xgboost-cpu", "kfp"} <= pins.keys()
+    assert {"mlflow", "lightgbm", "kfp"} <= pins.keys()
     assert not {"pytest", "ruff", "mypy", "moto", "schemathesis"} & pins.keys()
 
 

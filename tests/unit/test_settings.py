@@ -45,7 +45,7 @@ def test_text_models_get_fine_tuning_rates_unless_configured(tmp_path: Path) -> 
     assert search_space(s.tune.search_space, ["text"], True)["lr"]["loguniform"][0] >= 1e-4
     joint = search_space(s.tune.search_space, ["gbdt", "tabular"], False)
     assert joint["model"] == {"choice": ["gbdt", "tabular"]}
-    assert {"max_depth", "learning_rate", "hidden", "lr"} <= set(joint)
+    assert {"min_data_in_leaf", "learning_rate", "hidden", "lr"} <= set(joint)
     mine = Settings.from_json(load_settings(write(
         tmp_path, base + "train: {lr: 0.01}\ntune:\n  search_space:\n"
                          "    hidden: {choice: [8]}\n")).to_json())

@@ -377,7 +377,7 @@ def test_a_blend_trains_each_family_tuning_tried_in_memory() -> None:
     settings = Settings(data={"sources": [{"name": "t", "uri": "t.csv"}], "target": "y"})
     made = FeatureSet((Features(Family("gbdt"), 3, 2, folder="g"),
                        Features(Family("tabular"), 5, 2, folder="t")), "a table")
-    tuned = {"tabular": {"lr": 1e-3, "model": "tabular"}, "gbdt": {"max_depth": 4,
+    tuned = {"tabular": {"lr": 1e-3, "model": "tabular"}, "gbdt": {"num_leaves": 4,
                                                                    "model": "gbdt"}}
     assert list(blended(settings, made, tuned)) == ["gbdt", "tabular"]  # the default first
     assert blended(settings, made, tuned)["tabular"]["lr"] == 1e-3

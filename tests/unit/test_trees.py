@@ -54,16 +54,15 @@ def test_trees_take_raw_numbers_with_gaps_and_categories_as_codes() -> None:
     assert np.isnan(unseen[0, types.index("c")])  # an unseen category reads as missing
 
 
-def test_with_text_trees_get_sparse_rows_that_keep_their_zeros() -> None:
+def test_with_text_trees_get_sparse_rows_that_keep_their_gaps() -> None:
     frame = _frame()
     frame.loc[0, "spend"] = 0.0
     transform, inputs = _fitted(frame, text=True)
     x, types = tree_features(transform, frame[inputs])
     assert hasattr(x, "tocsr") and types.count("q") > 10  # the TF-IDF terms
-    row = x[0].toarray().ravel()
-    # XGBoost reads an absent entry of a sparse row as missing: the zero must be stored.
-    assert x[0].nnz > 0 and 0 in x[0].indices and row[0] == 0.0
-    assert 0 not in x[10].indices  # the missing spend is absent
+    # LightGBM reads an absent entry of a sparse row as 0 and a stored NaN as missing.
+    assert 0 not in x[0].indices and x[0].toarray()[0, 0] == 0.0
+    assert 0 in x[10].indices and np.isnan(x[10].toarray()[0, 0])
 
 
 def test_boosting_stops_early_and_keeps_the_best_round() -> None:
@@ -79,20 +78,48 @@ def test_boosting_stops_early_and_keeps_the_best_round() -> None:
                              lambda metrics, _model: reports.append(metrics), every=5)
     assert len(history) < 400  # stopped early
     best = min(range(len(history)), key=lambda i: history[i]["val_loss"])
-    assert booster.num_boosted_rounds() == best + 1 == len(history) - 10
+    assert booster.current_iteration() == best + 1 == len(history) - 10
     assert [r["epoch"] for r in reports] == list(range(4, len(history), 5))
     assert history[best]["val_accuracy"] > 0.9
-    proba = booster.inplace_predict(x[400:])
+    proba = booster.predict(x[400:])
     assert proba.shape == (200, 2) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
+
+
+def _leaf_rows(node: dict) -> list[int]:
+    if "leaf_count" in node:
+        return [node["leaf_count"]]
+    return _leaf_rows(node["left_child"]) + _leaf_rows(node["right_child"])
+
+
+def test_min_data_in_leaf_keeps_small_leaves_out() -> None:
+    """The floor that keeps a small table's trees off its noise (decision 037). LightGBM
+    counts a leaf's rows from its hessians while it grows, so the floor is approximate."""
+    frame = _frame(150)
+    transform, inputs = _fitted(frame, text=False)
+    x, types = tree_features(transform, frame[inputs])
+    y = (frame["label"] == "a").to_numpy(dtype=np.int64)
+    rows = {}
+    for floor in (1, 20):
+        tree = TreeParams(rounds=30, early_stopping_rounds=30, min_data_in_leaf=floor)
+        config = {"tree": asdict(tree), "spec": {"family": "gbdt"},
+                  "data": Features(Family("gbdt"), x.shape[1], 2, feature_types=types)}
+        booster, _ = boost(config, (x[:120], y[:120]), (x[120:], y[120:]),
+                           lambda *_: None, 100)
+        rows[floor] = [n for t in booster.dump_model()["tree_info"]
+                       for n in _leaf_rows(t["tree_structure"])]
+    assert min(rows[1]) < 5 and np.mean(rows[1]) < 15
+    assert min(rows[20]) >= 10 and np.mean(rows[20]) >= 20
+
+
 
 
 def test_a_joint_search_keeps_each_familys_keys_apart() -> None:
     space = search_space(None, ["gbdt", "tabular"], False)
-    params = {"model": "gbdt", "max_depth": 4.0, "lr": 0.01, "hidden": 64}
-    assert own_params(params, "gbdt") == {"model": "gbdt", "max_depth": 4.0}
+    params = {"model": "gbdt", "num_leaves": 15.0, "lr": 0.01, "hidden": 64}
+    assert own_params(params, "gbdt") == {"model": "gbdt", "num_leaves": 15.0}
     tree_config = {"tree": asdict(TreeParams()), "spec": {"family": "gbdt"}}
     out = with_params(tree_config, params)
-    assert out["tree"]["max_depth"] == 4 and "lr" not in out["tree"]
-    assert tree_config["tree"]["max_depth"] == 6  # the base is not changed
+    assert out["tree"]["num_leaves"] == 15 and "lr" not in out["tree"]
+    assert tree_config["tree"]["num_leaves"] == 31  # the base is not changed
     assert space["model"]["choice"] == ["gbdt", "tabular"]
     assert report_every({"rounds": 1000}, 8) == 125
