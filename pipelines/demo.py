@@ -49,13 +49,14 @@ def demo_settings(folder: Path, port: int, trigger_port: int) -> Settings:
         "workdir": str(folder / "work"),
         "data": {"sources": _sources(base), "target": "category",
                  "contract": str(base / "contract.yaml")},
-        # One family: the demo shows the loop, and its planted drift is sized to drop a
-        # single model's accuracy past the alert (a blend loses less of it).
-        "train": {"epochs": 20, "blend": False},
+        # The trees alone: the demo shows the loop, and its planted drift drops their
+        # accuracy by 0.056 against 0.021 for the calm batch (the MLP's, 0.031 and 0.025;
+        # a blend's less), so the threshold below sits between the two.
+        "train": {"model": "gbdt"},
         "tune": {"num_samples": 2, "max_concurrent": 2, "max_epochs": 6},
         "registry": {"model_name": "support-tickets-demo"},
         "serving": {"port": port, "reload_interval_s": 2},
-        "monitoring": {"min_rows": 200, "consecutive_checks": 1,
+        "monitoring": {"min_rows": 200, "consecutive_checks": 1, "max_accuracy_drop": 0.04,
                        "labels": {"source": {"name": "labels",
                                              "uri": str(folder / "labels.csv")}},
                        "webhooks": [{"url": f"http://127.0.0.1:{trigger_port}/alerts"}]},

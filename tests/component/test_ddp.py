@@ -24,6 +24,7 @@ def _blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.int64)
 
 
+@pytest.mark.long
 def test_two_workers_match_one(tmp_path: Path) -> None:
     config = loop_config(tmp_path / "features", _blobs(1200, 0), _blobs(400, 1),
                          {"epochs": 8, "batch_size": 32, "lr": 3e-3, "weight_decay": 0.0,

@@ -43,6 +43,7 @@ def streamed(scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.long
 def test_training_streams_ray_data_shards(scenario: Path, streamed: Path,
                                           tmp_path: Path) -> None:
     # Ray Data re-reads the shards each epoch: two epochs at a brisk rate learn the
