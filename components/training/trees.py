@@ -72,14 +72,14 @@ class _Rounds:
     def __init__(self, every: int, report: Report) -> None:
         self.every, self.report = every, report
         self.history: list[dict[str, float]] = []
+        self.best = float("inf")
 
     def __call__(self, env: Any) -> None:
         got = {(data, metric): value for data, metric, value, *_ in env.evaluation_result_list}
         epoch = env.iteration
+        self.best = min(self.best, got["val", "multi_logloss"])
         metrics = {"epoch": epoch, "val_loss": got["val", "multi_logloss"],
-                   "val_accuracy": 1.0 - got["val", "multi_error"]}
-        metrics["best_val_loss"] = min([metrics["val_loss"],
-                                        *(m["val_loss"] for m in self.history)])
+                   "val_accuracy": 1.0 - got["val", "multi_error"], "best_val_loss": self.best}
         if ("train", "multi_logloss") in got:
             metrics["train_loss"] = got["train", "multi_logloss"]
         self.history.append(metrics)
