@@ -68,7 +68,8 @@ serving-image: $(STAMP)
 	    -f $$bento/env/docker/Dockerfile -t ghcr.io/mlcycle/mlcycle-serving:$(IMAGE_TAG) $$bento
 
 # The GPU variant (declared; its CUDA wheels are several GB): torch from a CUDA index and
-# LightGBM's OpenCL vendor file for the driver, on the same base. The chart's GPU Ray workers take it.
+# LightGBM's OpenCL vendor file for the driver, on the same base. The chart's GPU Ray
+# workers take it.
 GPU_TORCH_INDEX ?= https://download.pytorch.org/whl/cu128
 images-gpu:
 	$(ENGINE) $(ENGINE_FLAGS) build $(BUILD_FLAGS) $(EXTRA_BUILD_FLAGS) --build-arg BASE=$(BASE) \
