@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -74,14 +75,20 @@ def run_train(settings: Settings, mlflow_run_id: str, best_params: dict[str, Any
     with ``train.blend``, each family tuning tried, at its best trial's values."""
     runs = blended(settings, made, family_params or {}) or {best_params.get("model"): best_params}
     blend = len(runs) > 1
-    with ray_session(settings.ray, train=True):
+    with ray_session(settings.ray, train=True) as cpus:
+        elastic = cluster_address(settings.ray) is not None
         scaling = scaling_for(settings.train.workers, settings.train.cpus_per_worker,
-                              settings.train.use_gpu,
-                              elastic=cluster_address(settings.ray) is not None)
-        fitted = [_fit(settings, mlflow_run_id, params, made.pick(family), scaling,
-                       out_dir / BLEND_DIR / str(family) if blend else out_dir,
-                       None if blend else transform_dir, f"train-{family}" if blend else "train")
-                  for family, params in runs.items()]
+                              settings.train.use_gpu, elastic=elastic)
+
+        def fit(family: str | None, params: dict[str, Any]) -> dict[str, Any]:
+            return _fit(settings, mlflow_run_id, params, made.pick(family), scaling,
+                        out_dir / BLEND_DIR / str(family) if blend else out_dir,
+                        None if blend else transform_dir,
+                        f"train-{family}" if blend else "train")
+
+        together = elastic or len(runs) * scaling.workers * scaling.cpus_per_worker <= cpus
+        with ThreadPoolExecutor(len(runs) if together and not scaling.use_gpu else 1) as pool:
+            fitted = list(pool.map(fit, runs, runs.values()))
     if not blend:
         return fitted[0]
     families = [one["family"] for one in fitted]
