@@ -176,7 +176,7 @@ def _batch(out: Path, settings: Settings, rows: int, seed: int, drift: str) -> p
 
 
 def _send(endpoint: str, batch: pd.DataFrame, timeline: Timeline, settings: Settings,
-          per_request: int = 8) -> pd.DataFrame:
+          per_request: int = 20) -> pd.DataFrame:
     """Requests of ``per_request`` rows; returns the labels (request id, position,
     category) a labeling team would send back later."""
     import httpx
