@@ -180,7 +180,7 @@ def gbdt_worker(config: dict[str, Any]) -> None:
     logger.describe(config, _device(gpu), world)
     booster, history = boost(config, train, val, report,
                              max(1, int(config.get("checkpoint_every", 100))), gpu, resume,
-                             get_network_params() if world > 1 else None)
+                             get_network_params())
     logger.history(history)
     best = min(history, key=lambda m: m["val_loss"]) if history else {}
     report({**best, "best_round": booster.current_iteration(), "final": 1.0}, booster)
