@@ -90,6 +90,10 @@ def test_lifecycle_end_to_end(scenario: Path, tmp_path: Path) -> None:
                                           if t.info.run_name == f"train-{family}"),
                              family, summary["tuning"]["family_params"][family],
                              tmp_path / f"train-{family}")
+        # One worker each fits the two CPUs, so the blend's Ray Train runs overlap.
+        first, second = sorted((t.info for t in trials if t.info.run_name.startswith("train-")),
+                               key=lambda info: info.start_time)
+        assert second.start_time < first.end_time
         logged = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
         assert {"evaluation/confusion_matrix.png", "evaluation/curves.png",
                 "evaluation/metrics.json"} <= logged
