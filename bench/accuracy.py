@@ -63,6 +63,15 @@ def _vega(name: str, target: str) -> Callable[[], tuple[pd.DataFrame, str]]:
     return load
 
 
+def _anes96() -> tuple[pd.DataFrame, str]:
+    """The 1996 American National Election Study (944 voters; statsmodels ships it): the
+    vote from party, placements on a left-right scale, age, education and income, all
+    stored as floats, the target too (statsmodels comes with Evidently)."""
+    from statsmodels.datasets import anes96
+
+    return anes96.load_pandas().data, "vote"
+
+
 DATASETS: dict[str, Callable[[], tuple[pd.DataFrame, str]]] = {
     "breast_cancer": _sklearn("breast_cancer"),
     "wine": _sklearn("wine"),
@@ -72,6 +81,7 @@ DATASETS: dict[str, Callable[[], tuple[pd.DataFrame, str]]] = {
     "penguins_raw": _penguins(raw=True),
     "seattle_weather": _vega("seattle_weather", "weather"),  # a date column carries it
     "cars": _vega("cars", "Origin"),  # mixed types, missing values, a year as a date
+    "anes96": _anes96,
 }
 
 
