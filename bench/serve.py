@@ -77,7 +77,8 @@ def _models(root: Path) -> dict[str, tuple[Any, list[dict[str, Any]]]]:
     from components.data.prepared import PreparedPaths
     from components.evaluation.evaluate import evaluate_bundle
     from components.registry.register import register
-    from components.training.model import Family, load_bundle, load_features, save_bundle
+    from components.training.inputs import Family
+    from components.training.model import load_bundle, load_features, save_bundle
     from components.training.networks import ModelSpec, build_model
 
     generate(root / "scenario", rows=2000, seed=1)

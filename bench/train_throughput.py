@@ -58,8 +58,7 @@ def ray_train(x: np.ndarray, y: np.ndarray, spec: ModelSpec, params: LoopParams,
     import mlflow
 
     from components.common.compute import ray_session
-    from components.training.featurize import Features, write_arrays
-    from components.training.model import Family
+    from components.training.inputs import Family, Features, write_arrays
     from components.training.ray_train import Scaling, make_trainer
 
     with tempfile.TemporaryDirectory() as tmp, \

@@ -95,8 +95,7 @@ def loop_config(folder: Path, train: tuple[Any, Any], val: tuple[Any, Any],
     them: the arrays written to ``folder`` and their description."""
     import numpy as np
 
-    from components.training.featurize import Features, write_arrays
-    from components.training.model import Family
+    from components.training.inputs import Family, Features, write_arrays
 
     write_arrays(folder, train, val)
     width = int(np.prod(train[0].shape[1:]))

@@ -14,7 +14,8 @@ from typing import Any, Literal
 from components.common.errors import USER_ERROR_MARKER, UserError
 from components.common.settings import Settings
 from components.common.storage import get_folder, put_folder, read_json, write_json
-from components.training.featurize import Features, FeatureSet
+from components.training.featurize import FeatureSet
+from components.training.inputs import Features
 from components.training.stage import load_run_features, run_train
 from components.tuning.tune import run_tune
 

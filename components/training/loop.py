@@ -29,7 +29,7 @@ from components.training.networks import ModelSpec, build_model
 if TYPE_CHECKING:
     import pandas as pd
 
-    from components.training.featurize import Features
+    from components.training.inputs import Features
 
 
 @dataclass
@@ -255,7 +255,7 @@ def run_epochs(config: dict[str, Any], rank: int, world: int, device: torch.devi
                                     stream.train_rows, world, shuffle=True, seed=params.seed)
         val_loader: Any = ShardBatches(shards["val"], featurize, 1024, stream.val_rows, world)
     else:
-        from components.training.featurize import read_arrays
+        from components.training.inputs import read_arrays
 
         data = read_arrays(str(features.folder))
         where = data_device(device, *data.values())

@@ -7,7 +7,7 @@ import json
 import math
 import re
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from components.data.features import (
     transform_frame,
     tree_features,
 )
+from components.training.inputs import Family
 from components.training.networks import ModelSpec, build_model
 
 SCORE_ROWS = 8192
@@ -187,14 +188,6 @@ def featurize(transform: Any, schema: FeatureSchema, frame: pd.DataFrame,
         grid[:, spec.grid] = features[:, :len(spec.grid)]
         return grid
     return features
-
-
-@dataclass
-class Family:
-    name: str
-    side: int = 0
-    grid: list[int] = field(default_factory=list)
-    """image: each numeric column's cell in the grid, in the schema's order."""
 
 
 def _pixel_order(name: str) -> tuple[int, ...]:

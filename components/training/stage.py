@@ -12,7 +12,8 @@ from components.common.compute import cluster_address, ray_session
 from components.common.policy import learning_rate, with_params
 from components.common.settings import Settings
 from components.data.prepared import PreparedData
-from components.training.featurize import Features, FeatureSet, featurize_data, read_features
+from components.training.featurize import FeatureSet, featurize_data, read_features
+from components.training.inputs import Features
 from components.training.loop import LoopParams
 from components.training.model import BLEND_DIR, save_blend, save_bundle
 from components.training.networks import ModelSpec

@@ -21,7 +21,7 @@ from components.training.model import TREES_FILE
 from components.training.networks import ModelSpec
 
 if TYPE_CHECKING:
-    from components.training.featurize import Features
+    from components.training.inputs import Features
 
 @dataclass
 class TreeParams:
@@ -138,7 +138,7 @@ def load_split(config: dict[str, Any], split: str, rank: int = 0, world: int = 1
         else:
             x = np.concatenate(xs)
         return x, np.concatenate([y for _, y in parts])
-    from components.training.featurize import read_arrays
+    from components.training.inputs import read_arrays
 
     data = read_arrays(str(features.folder))
     x, y = data[f"x_{split}"], data[f"y_{split}"]

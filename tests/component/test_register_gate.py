@@ -62,7 +62,7 @@ def _tree_bundle(out: Path, prepared: Path) -> Path:
     from dataclasses import asdict
 
     from components.data.features import tree_features
-    from components.training.featurize import Features
+    from components.training.inputs import Features
     from components.training.trees import TreeParams, boost
 
     schema, ((xt, yt), (xv, yv)) = load_features(

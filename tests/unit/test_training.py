@@ -94,7 +94,7 @@ def test_sparse_features_train_as_their_dense_form(tmp_path) -> None:  # type: i
     """TF-IDF splits stay CSR in memory and on disk; each batch is densified alone."""
     from scipy import sparse
 
-    from components.training.featurize import read_arrays, write_arrays
+    from components.training.inputs import read_arrays, write_arrays
 
     x, y = blobs(300, 0)
     x[np.abs(x) < 1.0] = 0.0  # mostly zeros, as TF-IDF is
@@ -370,8 +370,8 @@ def test_text_rows_score_the_same_cut_to_their_length() -> None:
 
 def test_a_blend_trains_each_family_tuning_tried_in_memory() -> None:
     from components.common.settings import Settings
-    from components.training.featurize import Features, FeatureSet, Stream
-    from components.training.model import Family
+    from components.training.featurize import FeatureSet
+    from components.training.inputs import Family, Features, Stream
     from components.training.stage import blended
 
     settings = Settings(data={"sources": [{"name": "t", "uri": "t.csv"}], "target": "y"})

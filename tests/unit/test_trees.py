@@ -11,8 +11,7 @@ import pytest
 from components.common.policy import own_params, search_space, with_params
 from components.common.settings import DataSettings
 from components.data.features import build_transform, infer_schema, tree_features
-from components.training.featurize import Features
-from components.training.model import Family
+from components.training.inputs import Family, Features
 from components.training.trees import TreeParams, boost, report_every
 
 
