@@ -87,8 +87,7 @@ def run_train(settings: Settings, mlflow_run_id: str, best_params: dict[str, Any
                         None if blend else transform_dir,
                         f"train-{family}" if blend else "train")
 
-        together = elastic or len(runs) * scaling.workers * scaling.cpus_per_worker <= cpus
-        with ThreadPoolExecutor(len(runs) if together and not scaling.use_gpu else 1) as pool:
+        with ThreadPoolExecutor(parallel_runs(len(runs), scaling, cpus, elastic)) as pool:
             fitted = list(pool.map(fit, runs, runs.values()))
     if not blend:
         return fitted[0]
@@ -97,6 +96,16 @@ def run_train(settings: Settings, mlflow_run_id: str, best_params: dict[str, Any
     family, why = "+".join(families), f"the mean of {' and '.join(families)}'s class probabilities"
     tracking.log_choice(settings, mlflow_run_id, family, why, {})
     return {"family": family, "why": why, "blend": fitted}
+
+
+def parallel_runs(runs: int, scaling: Scaling, cpus: int, elastic: bool) -> int:
+    """How many of a blend's Ray Train runs go at once: all when their workers fit this
+    machine's CPUs (decision 038) or a cluster's autoscaler meets them; one at a time
+    with GPUs, which each run's workers would claim whole."""
+    if scaling.use_gpu:
+        return 1
+    fits = elastic or runs * scaling.workers * scaling.cpus_per_worker <= cpus
+    return runs if fits else 1
 
 
 def blended(settings: Settings, made: FeatureSet, family_params: dict[str, dict[str, Any]]

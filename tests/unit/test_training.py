@@ -368,6 +368,18 @@ def test_text_rows_score_the_same_cut_to_their_length() -> None:
     np.testing.assert_allclose(got, full, atol=1e-5)
 
 
+def test_a_blends_runs_go_together_only_when_their_workers_fit() -> None:
+    from components.training.ray_train import Scaling
+    from components.training.stage import parallel_runs
+
+    assert parallel_runs(2, Scaling(1, 1, False), cpus=2, elastic=False) == 2
+    assert parallel_runs(2, Scaling(2, 1, False), cpus=2, elastic=False) == 1
+    assert parallel_runs(2, Scaling(1, 2, False), cpus=3, elastic=False) == 1
+    assert parallel_runs(2, Scaling(4, 2, False), cpus=2, elastic=True) == 2  # autoscaled
+    assert parallel_runs(2, Scaling(1, 1, True), cpus=16, elastic=True) == 1  # GPUs
+    assert parallel_runs(1, Scaling(1, 1, False), cpus=2, elastic=False) == 1
+
+
 def test_a_blend_trains_each_family_tuning_tried_in_memory() -> None:
     from components.common.settings import Settings
     from components.training.featurize import FeatureSet
