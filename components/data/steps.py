@@ -159,16 +159,22 @@ def _class_labels(target: pd.Series) -> pd.Series:
 
 def check_task(target: pd.Series, settings: DataSettings) -> None:
     non_null = target.dropna()
-    continuous = (pd.api.types.is_float_dtype(target) and non_null.nunique() > 20
-                  and not (non_null == non_null.round()).all())
+    distinct = non_null.nunique()
+    # Whole numbers are class ids up to the class limit; past it, a measurement (a score,
+    # a price in cents) stored without decimals.
+    numeric = pd.api.types.is_numeric_dtype(target) and not pd.api.types.is_bool_dtype(target)
+    continuous = numeric and distinct > 20 and (
+        distinct > 200 or (pd.api.types.is_float_dtype(target)
+                           and not (non_null == non_null.round()).all()))
     if settings.task == "auto" and continuous:
         raise UserError(
-            f"target {settings.target!r} looks continuous ({non_null.nunique()} distinct "
-            "values); mlcycle trains classifiers: bin it, or set data.task: classification"
+            f"target {settings.target!r} looks continuous ({distinct} distinct values); "
+            "mlcycle trains classifiers: bin it"
+            + (", or set data.task: classification" if distinct <= 200 else "")
         )
-    if non_null.nunique() > 200:
+    if distinct > 200:
         raise UserError(
-            f"target {settings.target!r} has {non_null.nunique()} classes; at most 200 are "
+            f"target {settings.target!r} has {distinct} classes; at most 200 are "
             "supported"
         )
 

@@ -111,6 +111,15 @@ def test_target_missing_and_continuous_target(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="looks continuous"):
         prepare(DataSettings(sources=[{"name": "d", "uri": str(tmp_path / "d.csv")}],
                              target="y"), paths(tmp_path / "o"))
+    # Whole-number measurements past the class limit (scikit-learn's diabetes target).
+    pd.DataFrame({"a": range(300), "y": [float(25 + i) for i in range(300)]}).to_csv(
+        tmp_path / "d.csv", index=False)
+    with pytest.raises(UserError, match="looks continuous \\(300 distinct values\\)"):
+        prepare(DataSettings(sources=[{"name": "d", "uri": str(tmp_path / "d.csv")}],
+                             target="y"), paths(tmp_path / "o"))
+    with pytest.raises(UserError, match="has 300 classes; at most 200"):
+        prepare(DataSettings(sources=[{"name": "d", "uri": str(tmp_path / "d.csv")}],
+                             target="y", task="classification"), paths(tmp_path / "o"))
 
 
 def test_typed_dates_and_a_column_with_no_value(tmp_path: Path) -> None:
