@@ -60,9 +60,22 @@ def _numeric_share(values: pd.Series) -> float:
     return float(pd.to_numeric(non_null, errors="coerce").notna().mean())
 
 
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?"
+DATE_PATTERN = re.compile(
+    r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}"  # 2024-12-03, 2024/12/03
+    r"|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}"  # 12/03/2024, 03.12.2024
+    rf"|{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}"  # Dec 3, 2024
+    rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTH},?\s+\d{{4}}",  # 3 December 2024
+    re.IGNORECASE)
+"""What a date written as text looks like. ``pd.to_datetime`` alone reads far more as a
+date ("May", "3", "1e5"), so a column's values must look like one first."""
+
+
 def _datetime_share(values: pd.Series) -> float:
+    """The share of a sample that reads as dates, when nearly all of it looks like one
+    (an export may mix formats: ISO, US, dotted, a month's name)."""
     sample = values.dropna().astype(str).head(200)
-    if sample.empty or not sample.str.contains(r"\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4}").all():
+    if sample.empty or sample.str.contains(DATE_PATTERN).mean() < 0.95:
         return 0.0
     parsed = pd.to_datetime(sample, errors="coerce", format="mixed", utc=True)
     return float(parsed.notna().mean())

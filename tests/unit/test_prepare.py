@@ -402,3 +402,23 @@ def test_dates_carry_year_season_and_elapsed_time() -> None:
     assert np.hypot(sin[0] - sin[2], cos[0] - cos[2]) > 1.9
     elapsed = parts[:, -1]
     assert elapsed[:2].tolist() == [2.0, 0.5] and np.isnan(elapsed[2])
+
+
+def test_dates_written_as_text_in_an_export_s_mixed_formats_are_dates(tmp_path: Path) -> None:
+    """ISO, US, dotted and a month's name in one column, with missing-value markers, read
+    as one date column; words and small numbers that ``pd.to_datetime`` would take do not."""
+    from components.data.features import _infer_role
+
+    stamps = pd.Timestamp("1960-01-01") + pd.to_timedelta(np.arange(0, 40 * 300, 40), unit="D")
+    formats = ["%Y-%m-%d", "%m/%d/%Y", "%b %d, %Y", "%d %B %Y", "%d.%m.%Y", "%Y-%m-%d %H:%M"]
+    mixed = [d.strftime(formats[i % len(formats)]) for i, d in enumerate(stamps)]
+    assert _infer_role("married_on", pd.Series(mixed)) == "datetime"
+    assert _infer_role("month", pd.Series(["May", "June", "July"] * 40)) == "categorical"
+    assert _infer_role("code", pd.Series(["3 May", "A 12", "x"] * 40)) == "categorical"
+    frame = pd.DataFrame({"married_on": mixed, "y": ["a", "b", "c"] * 100})
+    frame.loc[::25, "married_on"] = "?"
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    prepare(DataSettings(sources=[{"name": "d", "uri": str(tmp_path / "d.csv")}], target="y"),
+            paths(tmp_path / "out"))
+    schema = json.loads((tmp_path / "out" / "transform" / "schema.json").read_text())
+    assert schema["datetime"] == ["married_on"]
