@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +87,15 @@ class _Rounds:
             self.report(metrics, env.model)
 
 
+def leaf_floor(tree: TreeParams, rows: int) -> TreeParams:
+    """At most a quarter of the training rows per leaf. Below twice ``min_data_in_leaf``
+    rows no split is possible and the model is the class prior: on a 51-row table (36 to
+    train, three classes) the trees scored 0.33 with 20-row leaves, 0.83 with 9
+    (decision 041)."""
+    most = max(1, rows // 4)
+    return replace(tree, min_data_in_leaf=most) if tree.min_data_in_leaf > most else tree
+
+
 def boost(config: dict[str, Any], train: tuple[Any, np.ndarray], val: tuple[Any, np.ndarray],
           report: Report, every: int, gpu: bool = False, resume: lgb.Booster | None = None,
           network: dict[str, Any] | None = None) -> tuple[lgb.Booster, list[dict[str, float]]]:
@@ -94,7 +103,8 @@ def boost(config: dict[str, Any], train: tuple[Any, np.ndarray], val: tuple[Any,
     round's model and every round's metrics. Under Ray Train the training split is this
     worker's rows and LightGBM sums histograms over the workers; every worker scores the
     whole validation split, so all see the same loss and stop on the same round."""
-    tree = TreeParams(**config["tree"])
+    tree = leaf_floor(TreeParams(**config["tree"]),
+                      len(train[1]) * int((network or {}).get("num_machines", 1)))
     features: Features = config["data"]
     types = features.feature_types or []
     threads = max(1, int(config.get("threads", 1)))

@@ -12,7 +12,7 @@ from components.common.policy import own_params, search_space, with_params
 from components.common.settings import DataSettings
 from components.data.features import build_transform, infer_schema, tree_features
 from components.training.inputs import Family, Features
-from components.training.trees import TreeParams, boost, report_every
+from components.training.trees import TreeParams, boost, leaf_floor, report_every
 
 
 def _frame(n: int = 400) -> pd.DataFrame:
@@ -110,6 +110,20 @@ def test_min_data_in_leaf_keeps_small_leaves_out() -> None:
     assert min(rows[20]) >= 10 and np.mean(rows[20]) >= 20
 
 
+def test_a_table_smaller_than_two_leaves_still_splits() -> None:
+    """36 training rows cannot make two leaves of 20: the floor drops to a quarter of the
+    rows, so the trees learn the classes rather than predicting the prior everywhere."""
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1, 2], 16)
+    x = (y * 3.0 + rng.normal(0, 1, len(y))).astype(np.float32)[:, None]
+    order = rng.permutation(len(y))
+    x, y = x[order], y[order]
+    config = {"tree": asdict(TreeParams(rounds=50)), "spec": {"family": "gbdt"},
+              "data": Features(Family("gbdt"), 1, 3, feature_types=["q"])}
+    booster, _ = boost(config, (x[:36], y[:36]), (x[36:], y[36:]), lambda *_: None, 100)
+    assert (booster.predict(x[36:]).argmax(axis=1) == y[36:]).mean() >= 0.75
+    assert leaf_floor(TreeParams(), 36).min_data_in_leaf == 9
+    assert leaf_floor(TreeParams(), 80).min_data_in_leaf == 20  # wine's 124 rows: as set
 
 
 def test_a_joint_search_keeps_each_familys_keys_apart() -> None:
