@@ -18,6 +18,7 @@ from components.common.compute import cluster_address, ray_session
 from components.common.errors import UserError
 from components.common.policy import TUNABLE, own_params, search_space, with_params
 from components.common.settings import Settings
+from components.training.crossfit import choose_members
 from components.training.featurize import FeatureSet
 from components.training.loop import MlflowLogger, run_params
 from components.training.ray_train import scaling_for, tune_trial_loop
@@ -66,8 +67,16 @@ def run_tune(settings: Settings, mlflow_run_id: str, made: FeatureSet) -> dict[s
     why = f"best {cfg.metric} {scores.get(family, best.metrics[cfg.metric]):.4f}" + (
         " against " + ", ".join(f"{f} {v:.4f}" for f, v in sorted(scores.items())
                                 if f != family) if len(scores) > 1 else "")
+    best_params = own_params(best.config, family)
+    members = choose_members(settings, made, params)
+    if members is not None:
+        chosen, checked = members
+        why = f"{why}; {checked}"
+        if len(chosen) == 1:  # trained alone: the blend's other member is left out
+            family, params = chosen[0], {chosen[0]: params[chosen[0]]}
+            best_params = params[family]
     tracking.log_choice(settings, mlflow_run_id, family, why, scores)
-    return {"params": own_params(best.config, family), cfg.metric: best.metrics[cfg.metric],
+    return {"params": best_params, cfg.metric: scores.get(family, best.metrics[cfg.metric]),
             "trials": len(grid), "family": family, "why": why, "by_family": scores,
             "family_params": params}
 

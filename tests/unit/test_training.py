@@ -400,3 +400,43 @@ def test_a_blend_trains_each_family_tuning_tried_in_memory() -> None:
     streamed = FeatureSet(tuple(replace(f, folder=None, stream=stream) for f in made.candidates),
                           "a table")
     assert blended(settings, streamed, tuned) == {}  # large data: the families are ranked
+
+
+def test_a_small_table_keeps_one_family_only_when_it_beats_the_mean_out_of_fold(
+        tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Five folds over training and validation rows (decision 042): two families as good
+    are blended; a family confidently wrong where the other is unsure drags the mean
+    below the other alone, which then trains alone; a larger table is not checked."""
+    from pathlib import Path
+
+    from components.common.settings import Settings
+    from components.training.crossfit import choose_members, decide
+    from components.training.featurize import FeatureSet
+    from components.training.inputs import Family, Features, write_arrays
+
+    settings = Settings(data={"sources": [{"name": "t", "uri": "t.csv"}], "target": "y"})
+    tuned = {"gbdt": {"model": "gbdt"}, "tabular": {"model": "tabular"}}
+
+    def made(name: str, x: np.ndarray, y: np.ndarray) -> FeatureSet:
+        cut = int(len(y) * 0.85)
+        for family in ("gbdt", "tabular"):
+            write_arrays(Path(tmp_path, name, family), (x[:cut], y[:cut]), (x[cut:], y[cut:]))
+        return FeatureSet(tuple(Features(Family(family), x.shape[1], 3,
+                                         folder=str(tmp_path / name / family),
+                                         feature_types=["q"] * x.shape[1])
+                                for family in ("gbdt", "tabular")), "a table")
+
+    x, y = blobs(240, 1)  # both families separate the classes: a tie keeps the mean
+    both = choose_members(settings, made("a", x, y), tuned)
+    assert both is not None and both[0] == ["gbdt", "tabular"], both
+    assert both[1].startswith("out-of-fold accuracy over 5 folds of 240 rows: gbdt 0.")
+    big = np.zeros((1200, 1), dtype=np.float32)
+    assert choose_members(settings, made("b", big, np.arange(1200) % 3), tuned) is None
+
+    y = np.arange(10) % 2
+    unsure = np.where(y[:, None] == np.arange(2), 0.6, 0.4)  # right, barely
+    wrong = np.where(y[:, None] == np.arange(2), 0.1, 0.9)  # wrong, sure of it
+    wrong[:3] = unsure[:3]
+    assert decide({"gbdt": unsure, "tabular": wrong}, y) == (
+        ["gbdt"], "gbdt 1.000, tabular 0.300, their mean 0.300; gbdt alone")
+    assert decide({"gbdt": unsure, "tabular": unsure}, y)[0] == ["gbdt", "tabular"]
