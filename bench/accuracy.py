@@ -72,6 +72,16 @@ def _anes96() -> tuple[pd.DataFrame, str]:
     return anes96.load_pandas().data, "vote"
 
 
+def _fair() -> tuple[pd.DataFrame, str]:
+    """The 1974 Redbook survey of marriage (6,366 women; statsmodels): whether any affair
+    was reported, from ratings, age, years married, children, religiousness, education
+    and occupations."""
+    from statsmodels.datasets import fair
+
+    frame = fair.load_pandas().data
+    return frame.assign(affairs=np.where(frame["affairs"] > 0, "yes", "no")), "affairs"
+
+
 DATASETS: dict[str, Callable[[], tuple[pd.DataFrame, str]]] = {
     "breast_cancer": _sklearn("breast_cancer"),
     "wine": _sklearn("wine"),
@@ -82,6 +92,9 @@ DATASETS: dict[str, Callable[[], tuple[pd.DataFrame, str]]] = {
     "seattle_weather": _vega("seattle_weather", "weather"),  # a date column carries it
     "cars": _vega("cars", "Origin"),  # mixed types, missing values, a year as a date
     "anes96": _anes96,
+    "fair": _fair,
+    "barley": _vega("barley", "site"),  # 120 rows: a yield, a variety, a year
+    "iowa_electricity": _vega("iowa_electricity", "source"),  # 51 rows, a year as a date
 }
 
 
