@@ -19,7 +19,7 @@ import numpy as np
 from components.common.settings import Settings
 from components.training.featurize import FeatureSet
 from components.training.inputs import Features, read_arrays, write_arrays
-from components.training.stage import trial_config
+from components.training.stage import blended, trial_config
 
 CHECK_ROWS = 1_000
 """Training and validation rows at most: beyond them the validation split is large
@@ -32,11 +32,10 @@ CHECKED = ("gbdt", "tabular")
 def choose_members(settings: Settings, made: FeatureSet,
                    family_params: dict[str, dict[str, Any]]) -> tuple[list[str], str] | None:
     """The families to train and why: all of them unless one alone was more accurate out
-    of fold than their mean. None when not checked: a blend is off or not possible, the
-    table is larger than ``CHECK_ROWS``, or a family is not in ``CHECKED``."""
-    families = [f for f in made.families if f in family_params]
-    if (not settings.train.blend or len(families) < 2 or not set(families) <= set(CHECKED)
-            or any(f.stream is not None for f in made.candidates)):
+    of fold than their mean. None when not checked: no blend would train (``blended``),
+    the table is larger than ``CHECK_ROWS``, or a family is not in ``CHECKED``."""
+    families = [str(f) for f in blended(settings, made, family_params)]
+    if not families or not set(families) <= set(CHECKED):
         return None
     arrays = {f: read_arrays(str(made.pick(f).folder)) for f in families}
     first = arrays[families[0]]
@@ -80,9 +79,10 @@ def _out_of_fold(settings: Settings, features: Features, params: dict[str, Any],
     stopped on it, as tuning's trials are on the validation split)."""
     out = np.zeros((len(y), features.n_classes))
     with tempfile.TemporaryDirectory() as tmp:
+        config = trial_config(settings, params, dataclasses.replace(features, folder=tmp))
         for fit, held in splits:
-            write_arrays(Path(tmp), (x[fit], y[fit]), (x[held], y[held]))
-            config = trial_config(settings, params, dataclasses.replace(features, folder=tmp))
+            if features.family.name != "gbdt":  # the epoch loop reads its splits from disk
+                write_arrays(Path(tmp), (x[fit], y[fit]), (x[held], y[held]))
             out[held] = _fit_predict(config, (x[fit], y[fit]), (x[held], y[held]))
     return out
 

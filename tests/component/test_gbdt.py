@@ -112,3 +112,32 @@ def test_auto_tunes_both_families_and_keeps_the_winner(kind: str, winner: str,
     tags = mlflow.MlflowClient(settings.tracking_uri).get_run(parent).data.tags
     assert tags["mlcycle.model_family"] == winner
     assert tags["mlcycle.model_family_why"] == result["why"] and loser in result["why"]
+
+
+def test_a_small_table_where_the_mlp_is_at_chance_trains_the_trees_alone(
+        tmp_path: Path) -> None:
+    """vega_datasets' barley (120 rows, six sites from a yield, a variety and a year): the
+    MLP is near chance on it and the blend's mean fell below the trees (decision 042).
+    Tuning's five folds say so, and only the trees travel to training."""
+    from vega_datasets import local_data
+
+    local_data.barley().to_csv(tmp_path / "barley.csv", index=False)
+    settings = Settings(workdir=tmp_path / "work", ray=FAST["ray"],
+                        data={"sources": [{"name": "barley", "uri": str(tmp_path / "barley.csv")}],
+                              "target": "site"},
+                        tune={"num_samples": 4, "max_concurrent": 2, "max_epochs": 4})
+    out = tmp_path / "prepared"
+    prepare(settings.data, PreparedPaths(out / "train.pq", out / "val.pq", out / "test.pq",
+                                         out / "q.pq", out / "transform", out / "report"))
+    splits = (out / "train.pq", out / "val.pq", out / "transform")
+    run_featurize(settings, *splits, out / "features")
+    made = load_run_features(out / "features", *splits)
+    parent = tracking.start_parent_run(settings, "barley")
+    result = run_tune(settings, parent, made)
+    assert "; out-of-fold accuracy over 5 folds of 96 rows: gbdt 0." in result["why"]
+    assert result["why"].endswith("; gbdt alone"), result["why"]
+    assert result["family"] == "gbdt" == result["params"]["model"]
+    assert set(result["family_params"]) == {"gbdt"}  # no blend: the MLP is left out
+    tags = mlflow.MlflowClient(settings.tracking_uri).get_run(parent).data.tags
+    assert tags["mlcycle.model_family"] == "gbdt"
+    assert tags["mlcycle.model_family_why"] == result["why"]
