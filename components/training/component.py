@@ -80,7 +80,8 @@ def train_model(
         result = dispatch(Settings.from_json(config_json), "train",
                           {"mlflow_run_id": mlflow_run_id,
                            "best_params": best.get("params", {}),
-                           "family_params": best.get("family_params", {})},
+                           "family_params": best.get("family_params", {}),
+                           "temperatures": best.get("temperatures", {})},
                           StageInputs(Path(features.path), Path(train.path), Path(val.path),
                                       Path(transform.path)), Path(model.path))
     return json.dumps(result)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +20,35 @@ import numpy as np
 from components.common.settings import Settings
 from components.training.featurize import FeatureSet
 from components.training.inputs import Features, read_arrays, write_arrays
+from components.training.model import temper
 from components.training.stage import blended, trial_config
 
 CHECK_ROWS = 1_000
 """Training and validation rows at most: beyond them the validation split is large
 enough to rank families, and five more fits of each would cost the step seconds."""
 FOLDS = 5
+TEMPERATURES = (0.05, 20.0)
+"""The range searched: from sharpening twentyfold to flattening twentyfold."""
 CHECKED = ("gbdt", "tabular")
 """The families cheap enough to fit five more times in the tuning step's own process."""
 
 
+@dataclass(frozen=True)
+class Members:
+    """What the folds decided: the families to train, why, and each one's temperature
+    (its probabilities are tempered by it before a blend averages them)."""
+
+    families: list[str]
+    why: str
+    temperatures: dict[str, float]
+
+
 def choose_members(settings: Settings, made: FeatureSet,
-                   family_params: dict[str, dict[str, Any]]) -> tuple[list[str], str] | None:
+                   family_params: dict[str, dict[str, Any]]) -> Members | None:
     """The families to train and why: all of them unless one alone was more accurate out
-    of fold than their mean. None when not checked: no blend would train (``blended``),
-    the table is larger than ``CHECK_ROWS``, or a family is not in ``CHECKED``."""
+    of fold than their tempered mean. None when not checked: no blend would train
+    (``blended``), the table is larger than ``CHECK_ROWS``, or a family is not in
+    ``CHECKED``."""
     families = [str(f) for f in blended(settings, made, family_params)]
     if not families or not set(families) <= set(CHECKED):
         return None
@@ -49,20 +64,37 @@ def choose_members(settings: Settings, made: FeatureSet,
                   .split(np.zeros(len(y)), y))
     proba = {f: _out_of_fold(settings, made.pick(f), family_params[f], _stack(arrays[f]), y,
                              splits) for f in families}
-    chosen, why = decide(proba, y)
-    return chosen, f"out-of-fold accuracy over {folds} folds of {len(y)} rows: {why}"
+    chosen = decide(proba, y)
+    return dataclasses.replace(
+        chosen, why=f"out-of-fold accuracy over {folds} folds of {len(y)} rows: {chosen.why}")
 
 
-def decide(proba: dict[str, np.ndarray], y: np.ndarray) -> tuple[list[str], str]:
-    """Every family, unless one alone is more accurate than their mean (a tie keeps the
-    mean: it was the better choice on the small tables measured, decision 035)."""
+def decide(proba: dict[str, np.ndarray], y: np.ndarray) -> Members:
+    """Every family, unless one alone is more accurate than their tempered mean (a tie
+    keeps the mean: it was the better choice on the small tables measured, decision 035).
+    Each family is tempered to its own out-of-fold confidence first, so that the more
+    overconfident one does not outvote the other where they disagree (decision 043)."""
+    temperatures = {f: temperature(p, y) for f, p in proba.items()}
     accuracy = {f: float((p.argmax(axis=1) == y).mean()) for f, p in proba.items()}
-    blend = float((np.mean(list(proba.values()), axis=0).argmax(axis=1) == y).mean())
+    mean = np.mean([temper(p, temperatures[f]) for f, p in proba.items()], axis=0)
+    blend = float((mean.argmax(axis=1) == y).mean())
     best = max(accuracy, key=lambda f: accuracy[f])
     why = ", ".join(f"{f} {a:.3f}" for f, a in accuracy.items()) + f", their mean {blend:.3f}"
     if accuracy[best] > blend:
-        return [best], f"{why}; {best} alone"
-    return list(proba), why
+        return Members([best], f"{why}; {best} alone", {})
+    return Members(list(proba), why + " (temperatures " + ", ".join(
+        f"{f} {t:.2f}" for f, t in temperatures.items()) + ")", temperatures)
+
+
+def temperature(proba: np.ndarray, y: np.ndarray) -> float:
+    """The temperature that minimises the out-of-fold log loss (above 1: overconfident)."""
+    from scipy.optimize import minimize_scalar
+
+    def loss(t: float) -> float:
+        return float(-np.log(np.clip(temper(proba, t)[np.arange(len(y)), y], 1e-12, None))
+                     .mean())
+
+    return round(float(minimize_scalar(loss, bounds=TEMPERATURES, method="bounded").x), 3)
 
 
 def _stack(arrays: dict[str, Any]) -> Any:

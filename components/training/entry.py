@@ -44,7 +44,8 @@ def run_stage(settings: Settings, stage: Stage, args: dict[str, Any], inputs: St
     if out_dir is None:
         raise ValueError("training needs a folder for the model bundle")
     return run_train(settings, args["mlflow_run_id"], args.get("best_params", {}), made,
-                     inputs.transform, out_dir, args.get("family_params"))
+                     inputs.transform, out_dir, args.get("family_params"),
+                     args.get("temperatures"))
 
 
 def dispatch(settings: Settings, stage: Stage, args: dict[str, Any], inputs: StageInputs,

@@ -35,23 +35,26 @@ TEXT_GROUP_ROWS = 64
 
 @dataclass(frozen=True)
 class Member:
-    """One model of a classifier: a torch module or a LightGBM booster, and its spec."""
+    """One model of a classifier: a torch module or a LightGBM booster, its spec, and the
+    temperature its probabilities are tempered by in a blend."""
 
     module: Any
     spec: ModelSpec | None = None
+    temperature: float = 1.0
 
 
 class Classifier:
     """A trained model ready to score raw rows: transform, network or trees (or a blend of
-    both: the mean of their class probabilities), class names."""
+    both: the mean of their tempered class probabilities), class names."""
 
     def __init__(self, module: Any, transform: Any, schema: FeatureSchema,
                  contract: Any = None, spec: ModelSpec | None = None,
                  blend: tuple[Member, ...] = ()) -> None:
-        """``module``: a torch module, or a LightGBM booster for the tree family;
-        ``blend``: further models whose probabilities are averaged with its."""
-        self.members = [Member(module.eval() if isinstance(module, nn.Module) else module,
-                               spec), *blend]
+        """``module``: a torch module, a LightGBM booster for the tree family, or a
+        ``Member``; ``blend``: further models whose probabilities are averaged with its."""
+        first = module if isinstance(module, Member) else Member(
+            module.eval() if isinstance(module, nn.Module) else module, spec)
+        self.members = [first, *blend]
         self.transform = transform
         self.schema = schema
         self.contract = contract
@@ -74,8 +77,8 @@ class Classifier:
         for start in range(0, max(len(rows), 1), SCORE_ROWS):  # dense features per chunk
             chunk = rows.iloc[start : start + SCORE_ROWS]
             chunks.append(np.mean([
-                self._proba(m, featurize(self.transform, self.schema, chunk, m.spec))
-                for m in self.members], axis=0))
+                temper(self._proba(m, featurize(self.transform, self.schema, chunk, m.spec)),
+                       m.temperature) for m in self.members], axis=0))
         return np.concatenate(chunks).astype(np.float32, copy=False)
 
     def _proba(self, member: Member, features: Any) -> np.ndarray:
@@ -110,6 +113,15 @@ class Classifier:
         return out
 
 
+def temper(proba: np.ndarray, temperature: float) -> np.ndarray:
+    """Class probabilities with their log-odds divided by ``temperature``."""
+    if temperature == 1.0:
+        return proba
+    logits = np.log(np.clip(proba, 1e-12, None)) / temperature
+    out = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return np.asarray(out / out.sum(axis=1, keepdims=True))
+
+
 TREES_FILE = "model.txt"
 """The tree family's booster, in LightGBM's text format."""
 BLEND_DIR = "blend"
@@ -132,9 +144,11 @@ def save_bundle(
         copy_transform(transform_dir, out)
 
 
-def save_blend(out: Path, families: list[str], transform_dir: Path) -> None:
+def save_blend(out: Path, families: list[str], transform_dir: Path,
+               temperatures: dict[str, float] | None = None) -> None:
     """The bundle of a blend whose models ``save_bundle`` wrote to ``out/blend/<family>``."""
-    (out / "model.json").write_text(json.dumps({"blend": families}, indent=2))
+    (out / "model.json").write_text(json.dumps(
+        {"blend": families, "temperatures": temperatures or {}}, indent=2))
     copy_transform(transform_dir, out)
 
 
@@ -147,16 +161,17 @@ def copy_transform(transform_dir: Path, out: Path) -> None:
 def load_bundle(path: str | Path) -> Classifier:
     path = Path(path)
     meta = json.loads((path / "model.json").read_text())
-    first, *rest = [_load_member(path / BLEND_DIR / family) for family in meta["blend"]] \
-        if "blend" in meta else [_load_member(path)]
+    tempered = meta.get("temperatures", {})
+    first, *rest = [_load_member(path / BLEND_DIR / family, tempered.get(family, 1.0))
+                    for family in meta["blend"]] if "blend" in meta else [_load_member(path)]
     schema = FeatureSchema.from_dict(json.loads((path / "schema.json").read_text()))
     contract = path / CONTRACT_FILE
-    return Classifier(first.module, joblib.load(path / "transform.joblib"), schema,
-                      load_contract(contract) if contract.exists() else None, first.spec,
+    return Classifier(first, joblib.load(path / "transform.joblib"), schema,
+                      load_contract(contract) if contract.exists() else None,
                       blend=tuple(rest))
 
 
-def _load_member(path: Path) -> Member:
+def _load_member(path: Path, temperature: float = 1.0) -> Member:
     spec = ModelSpec(**json.loads((path / "model.json").read_text())["spec"])
     module: Any
     if spec.family == "gbdt":
@@ -167,7 +182,7 @@ def _load_member(path: Path) -> Member:
         module = build_model(spec)
         module.load_state_dict(torch.load(path / "weights.pt", map_location="cpu",
                                           weights_only=True))
-    return Member(module.eval() if isinstance(module, nn.Module) else module, spec)
+    return Member(module.eval() if isinstance(module, nn.Module) else module, spec, temperature)
 
 
 def featurize(transform: Any, schema: FeatureSchema, frame: pd.DataFrame,

@@ -71,9 +71,11 @@ def trial_config(settings: Settings, overrides: dict[str, Any], features: Featur
 
 def run_train(settings: Settings, mlflow_run_id: str, best_params: dict[str, Any],
               made: FeatureSet, transform_dir: Path, out_dir: Path,
-              family_params: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+              family_params: dict[str, dict[str, Any]] | None = None,
+              temperatures: dict[str, float] | None = None) -> dict[str, Any]:
     """Train the family tuning chose (``best_params["model"]``), else the default one;
-    with ``train.blend``, each family tuning tried, at its best trial's values."""
+    with ``train.blend``, each family tuning tried, at its best trial's values, its
+    probabilities tempered by ``temperatures`` (where tuning's folds measured them)."""
     runs = blended(settings, made, family_params or {}) or {best_params.get("model"): best_params}
     blend = len(runs) > 1
     with ray_session(settings.ray, train=True) as cpus:
@@ -92,8 +94,12 @@ def run_train(settings: Settings, mlflow_run_id: str, best_params: dict[str, Any
     if not blend:
         return fitted[0]
     families = [one["family"] for one in fitted]
-    save_blend(out_dir, families, transform_dir)
+    tempered = {f: t for f, t in (temperatures or {}).items() if f in families}
+    save_blend(out_dir, families, transform_dir, tempered)
     family, why = "+".join(families), f"the mean of {' and '.join(families)}'s class probabilities"
+    if tempered:
+        why += " tempered out of fold (" + ", ".join(f"{f} {t:.2f}" for f, t in
+                                                      tempered.items()) + ")"
     tracking.log_choice(settings, mlflow_run_id, family, why, {})
     return {"family": family, "why": why, "blend": fitted}
 

@@ -69,16 +69,17 @@ def run_tune(settings: Settings, mlflow_run_id: str, made: FeatureSet) -> dict[s
                                 if f != family) if len(scores) > 1 else "")
     best_params = own_params(best.config, family)
     members = choose_members(settings, made, params)
+    temperatures: dict[str, float] = {}
     if members is not None:
-        chosen, checked = members
-        why = f"{why}; {checked}"
-        if len(chosen) == 1:  # trained alone: the blend's other member is left out
-            family, params = chosen[0], {chosen[0]: params[chosen[0]]}
+        why, temperatures = f"{why}; {members.why}", members.temperatures
+        if len(members.families) == 1:  # trained alone: the blend's other member is left out
+            family = members.families[0]
+            params = {family: params[family]}
             best_params = params[family]
     tracking.log_choice(settings, mlflow_run_id, family, why, scores)
     return {"params": best_params, cfg.metric: scores.get(family, best.metrics[cfg.metric]),
             "trials": len(grid), "family": family, "why": why, "by_family": scores,
-            "family_params": params}
+            "family_params": params, "temperatures": temperatures}
 
 
 def search(settings: Settings, mlflow_run_id: str, made: FeatureSet) -> Any:

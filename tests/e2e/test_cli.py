@@ -104,6 +104,18 @@ def test_user_dataset_with_only_sources_and_target(tmp_path: Path, penguins_csv:
         assert summary["model"]["uri"] == "models:/penguins-species@champion"
         assert summary["endpoint"] == f"http://127.0.0.1:{port}"
         assert "mlcycle run" in result.stdout and "accuracy" in result.stdout
+        # A small table: tuning's folds chose the members; a kept blend serves each
+        # family's probabilities tempered as the folds measured (decisions 042, 043).
+        tuned = summary["tuning"]
+        assert "out-of-fold accuracy over 5 folds of " in tuned["why"], tuned["why"]
+        bundle = json.loads((Path(summary["artifacts"]["model_bundle"]) / "model.json")
+                            .read_text())
+        if "blend" in bundle:
+            assert bundle["temperatures"] == tuned["temperatures"]
+            assert set(bundle["temperatures"]) == set(bundle["blend"]) == {"gbdt", "tabular"}
+            assert "tempered out of fold (gbdt " in summary["training"]["why"]
+        else:
+            assert tuned["why"].endswith(" alone") and tuned["temperatures"] == {}
 
         import mlflow
 

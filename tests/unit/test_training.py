@@ -169,6 +169,45 @@ def test_a_blend_scores_the_mean_of_its_models() -> None:
     np.testing.assert_allclose(blend.predict_proba(rows), (alone[0] + alone[1]) / 2, atol=1e-6)
 
 
+def test_a_blend_s_bundle_keeps_each_model_s_temperature(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Temperatures measured by tuning's folds (decision 043) travel in the bundle and
+    temper each model's probabilities before the mean: above 1 flattens them."""
+    import json
+
+    import joblib
+    from sklearn.preprocessing import FunctionTransformer
+
+    from components.data.features import FeatureSchema
+    from components.training.model import (
+        BLEND_DIR,
+        Classifier,
+        load_bundle,
+        save_blend,
+        save_bundle,
+        temper,
+    )
+
+    schema = FeatureSchema(target="y", task="classification", classes=["a", "b", "c"],
+                           numeric=["x0", "x1"])
+    transform = tmp_path / "transform"
+    transform.mkdir()
+    joblib.dump(FunctionTransformer(), transform / "transform.joblib")
+    (transform / "schema.json").write_text(json.dumps(schema.to_dict()))
+    torch.manual_seed(0)
+    models = {"gbdt": build_mlp(ModelSpec(2, 3)), "tabular": build_mlp(ModelSpec(2, 3))}
+    for family, module in models.items():
+        save_bundle(tmp_path / "m" / BLEND_DIR / family, module.state_dict(), ModelSpec(2, 3),
+                    None)
+    save_blend(tmp_path / "m", list(models), transform, {"gbdt": 2.0, "tabular": 0.5})
+    rows = pd.DataFrame(np.random.default_rng(0).normal(size=(5, 2)), columns=["x0", "x1"])
+    alone = {f: Classifier(m, FunctionTransformer(), schema).predict_proba(rows)
+             for f, m in models.items()}
+    want = (temper(alone["gbdt"], 2.0) + temper(alone["tabular"], 0.5)) / 2
+    np.testing.assert_allclose(load_bundle(tmp_path / "m").predict_proba(rows), want, atol=1e-5)
+    assert (temper(alone["gbdt"], 2.0).max(axis=1) < alone["gbdt"].max(axis=1)).all()
+    np.testing.assert_allclose(temper(alone["gbdt"], 2.0).sum(axis=1), 1, atol=1e-6)
+
+
 def test_scoring_in_chunks_matches_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     from sklearn.preprocessing import FunctionTransformer
 
@@ -428,15 +467,54 @@ def test_a_small_table_keeps_one_family_only_when_it_beats_the_mean_out_of_fold(
 
     x, y = blobs(240, 1)  # both families separate the classes: a tie keeps the mean
     both = choose_members(settings, made("a", x, y), tuned)
-    assert both is not None and both[0] == ["gbdt", "tabular"], both
-    assert both[1].startswith("out-of-fold accuracy over 5 folds of 240 rows: gbdt 0.")
+    assert both is not None and both.families == ["gbdt", "tabular"], both
+    assert both.why.startswith("out-of-fold accuracy over 5 folds of 240 rows: gbdt 0.")
+    assert set(both.temperatures) == {"gbdt", "tabular"}
     big = np.zeros((1200, 1), dtype=np.float32)
     assert choose_members(settings, made("b", big, np.arange(1200) % 3), tuned) is None
 
     y = np.arange(10) % 2
-    unsure = np.where(y[:, None] == np.arange(2), 0.6, 0.4)  # right, barely
-    wrong = np.where(y[:, None] == np.arange(2), 0.1, 0.9)  # wrong, sure of it
-    wrong[:3] = unsure[:3]
-    assert decide({"gbdt": unsure, "tabular": wrong}, y) == (
-        ["gbdt"], "gbdt 1.000, tabular 0.300, their mean 0.300; gbdt alone")
-    assert decide({"gbdt": unsure, "tabular": unsure}, y)[0] == ["gbdt", "tabular"]
+
+    def sure(of_truth: list[float]) -> np.ndarray:  # each row's probability of its class
+        p = np.asarray(of_truth)
+        return np.stack([np.where(y == 0, p, 1 - p), np.where(y == 1, p, 1 - p)], axis=1)
+
+    # The trees are right on 9 rows, 3 of them barely; the network is right on 7, sure
+    # of itself throughout, and wrong exactly where the trees are unsure.
+    trees = sure([0.9] * 6 + [0.1] + [0.55] * 3)
+    network = sure([0.95] * 7 + [0.05] * 3)
+    alone = decide({"gbdt": trees, "tabular": network}, y)
+    assert (alone.families, alone.temperatures) == (["gbdt"], {}), alone
+    assert alone.why == "gbdt 0.900, tabular 0.700, their mean 0.600; gbdt alone"
+    assert decide({"gbdt": trees, "tabular": trees}, y).families == ["gbdt", "tabular"]
+
+
+def test_tempering_stops_an_overconfident_family_outvoting_a_calibrated_one() -> None:
+    """Where the two disagree, the raw mean follows whichever is surer; tempered to their
+    out-of-fold confidence (decision 043), the one right more often wins."""
+    from components.training.crossfit import decide, temperature
+    from components.training.model import temper
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    right_a = rng.random(400) < 0.9  # calibrated: 0.9 sure, right 90% of the time
+    a = np.where(right_a, 0.9, 0.1)
+    right_b = rng.random(400) < 0.8  # overconfident: 0.99 sure, right 80% of the time
+    b = np.where(right_b, 0.99, 0.01)
+
+    def proba(p_right: np.ndarray) -> np.ndarray:
+        return np.stack([np.where(y == 0, p_right, 1 - p_right),
+                         np.where(y == 1, p_right, 1 - p_right)], axis=1)
+
+    pa, pb = proba(a), proba(b)
+    assert 0.8 < temperature(pa, y) < 1.25
+    assert temperature(pb, y) > 2
+    raw = ((pa + pb) / 2).argmax(axis=1) == y
+    tempered = (temper(pa, temperature(pa, y)) + temper(pb, temperature(pb, y))) / 2
+    assert (tempered.argmax(axis=1) == y).mean() > raw.mean() + 0.05
+    chosen = decide({"gbdt": pa, "tabular": pb}, y)  # tempered, the mean is kept
+    assert chosen.families == ["gbdt", "tabular"], chosen
+    assert chosen.temperatures["tabular"] > 2 > chosen.temperatures["gbdt"]
+    assert decide({"gbdt": pa, "tabular": pb}, y).why.endswith(
+        f"(temperatures gbdt {chosen.temperatures['gbdt']:.2f}, "
+        f"tabular {chosen.temperatures['tabular']:.2f})")
