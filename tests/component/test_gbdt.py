@@ -141,3 +141,37 @@ def test_a_small_table_where_the_mlp_is_at_chance_trains_the_trees_alone(
     tags = mlflow.MlflowClient(settings.tracking_uri).get_run(parent).data.tags
     assert tags["mlcycle.model_family"] == "gbdt"
     assert tags["mlcycle.model_family_why"] == result["why"]
+
+
+def test_train_model_serves_the_blend_tempered_as_tuning_measured(tmp_path: Path) -> None:
+    """The temperatures in tuning's result reach the bundle through ``train_model`` as
+    the pipeline calls it (decision 043): each member scores tempered, and the reason
+    names them."""
+    import json
+
+    from components.training.component import train_model
+    from components.training.model import load_bundle
+
+    class _Artifact:
+        def __init__(self, path: Path) -> None:
+            self.path = str(path)
+
+    settings, _, out = _prepared("blobs", tmp_path, n=300,
+                                 train={**FAST["train"], "epochs": 3})
+    best = {"params": {"model": "gbdt"}, "family": "gbdt",
+            "family_params": {"gbdt": {"model": "gbdt"}, "tabular": {"model": "tabular"}},
+            "temperatures": {"gbdt": 0.7, "tabular": 1.6}}
+    parent = tracking.start_parent_run(settings, "tempered")
+    result = json.loads(train_model.python_func(
+        config_json=settings.to_json(), mlflow_run_id=parent, best_json=json.dumps(best),
+        features=_Artifact(out / "features"), train=_Artifact(out / "train.pq"),
+        val=_Artifact(out / "val.pq"), transform=_Artifact(out / "transform"),
+        model=_Artifact(tmp_path / "model")))
+    assert result["family"] == "gbdt+tabular"
+    assert result["why"].endswith("tempered out of fold (gbdt 0.70, tabular 1.60)")
+    bundle = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert bundle["temperatures"] == best["temperatures"]
+    served = load_bundle(tmp_path / "model")
+    assert {m.spec.family: m.temperature for m in served.members if m.spec} == {
+        "gbdt": 0.7, "tabular": 1.6}
+

@@ -515,6 +515,6 @@ def test_tempering_stops_an_overconfident_family_outvoting_a_calibrated_one() ->
     chosen = decide({"gbdt": pa, "tabular": pb}, y)  # tempered, the mean is kept
     assert chosen.families == ["gbdt", "tabular"], chosen
     assert chosen.temperatures["tabular"] > 2 > chosen.temperatures["gbdt"]
-    assert decide({"gbdt": pa, "tabular": pb}, y).why.endswith(
+    assert chosen.why.endswith(
         f"(temperatures gbdt {chosen.temperatures['gbdt']:.2f}, "
         f"tabular {chosen.temperatures['tabular']:.2f})")
